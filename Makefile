@@ -1,0 +1,33 @@
+# The few commands people type. Every target bootstraps .venv on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint test test-all demo sandbox clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -m "not slow"
+
+test-all: lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/connect-bulk demo
+
+sandbox: $(STAMP)
+	$(BIN)/connect-bulk sandbox
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

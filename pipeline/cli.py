@@ -1,0 +1,130 @@
+"""The ``connect-bulk`` command line.
+
+Heavy libraries (moto, polars, aioboto3) are imported inside the commands that need them, so
+that ``connect-bulk --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from . import __version__
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="connect-bulk")
+def cli() -> None:
+    """Bulk Amazon Connect jobs: validated, rate-limited, checkpointed, resumable."""
+
+
+def _fraction(_ctx: Any, param: click.Parameter, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise click.BadParameter("must be between 0 and 1", param=param)
+    return value
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes the sandbox to the network.")
+@click.option("--port", default=5050, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--latency-ms", default=0.0, type=click.FloatRange(min=0), help="Added latency.")
+@click.option("--jitter-ms", default=0.0, type=click.FloatRange(min=0),
+              help="Random extra latency, up to this.")
+@click.option("--error-rate", default=0.0, callback=_fraction,
+              help="Share of calls answered with the operation's HTTP 500 error.")
+@click.option("--drop-rate", default=0.0, callback=_fraction,
+              help="Share of calls whose connection is closed without an answer.")
+@click.option("--quota", "quotas", multiple=True, metavar="OPERATION=RATE[/BURST]",
+              help="Calls per second per operation, account and region, beyond which the call "
+                   "gets HTTP 429 ThrottlingException; '*' for every operation. Repeatable.")
+@click.option("--onboarding-seconds", default=2.0, show_default=True,
+              type=click.FloatRange(min=0), help="How long an onboarding job stays IN_PROGRESS.")
+@click.option("--seed-instances", default=0, type=click.IntRange(0, 1000),
+              help="Seed this many instances at start (0: an empty world).")
+@click.option("--seed-numbers-per-instance", default=100, show_default=True,
+              type=click.IntRange(0, 1_000_000))
+@click.option("--seed-flows-per-instance", default=3, show_default=True, type=click.IntRange(0))
+@click.option("--seed-associated-fraction", default=0.8, show_default=True, callback=_fraction)
+@click.option("--seed-region", default="us-east-1", show_default=True)
+@click.option("--seed-random", "seed_random", default=0, show_default=True,
+              help="Random seed of the seeded world (same seed, same world).")
+def sandbox(
+    *,
+    host: str,
+    port: int,
+    latency_ms: float,
+    jitter_ms: float,
+    error_rate: float,
+    drop_rate: float,
+    quotas: tuple[str, ...],
+    onboarding_seconds: float,
+    seed_instances: int,
+    seed_numbers_per_instance: int,
+    seed_flows_per_instance: int,
+    seed_associated_fraction: float,
+    seed_region: str,
+    seed_random: int,
+) -> None:
+    """Serve the local Amazon Connect sandbox until stopped (Ctrl-C or SIGTERM).
+
+    Point any AWS client at it with --endpoint-url and dummy credentials. Control it at
+    /_sandbox/faults, /_sandbox/stats, /_sandbox/reset and /_sandbox/seed.
+    """
+    from .sandbox import Faults, Quota, SandboxServer, SeedRequest
+    from .sandbox.seed import seed_world
+
+    try:
+        faults = Faults(
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            error_rate=error_rate,
+            drop_rate=drop_rate,
+            quotas=dict(Quota.parse(text) for text in quotas),
+        )
+        seed = SeedRequest(
+            region=seed_region,
+            instances=seed_instances,
+            numbers_per_instance=seed_numbers_per_instance,
+            flows_per_instance=seed_flows_per_instance,
+            associated_fraction=seed_associated_fraction,
+            seed=seed_random,
+        ) if seed_instances else None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if host not in LOOPBACK:
+        click.echo(f"warning: binding {host}: the sandbox is reachable from the network", err=True)
+
+    server = SandboxServer(host=host, port=port, faults=faults,
+                           onboarding_seconds=onboarding_seconds)
+    try:
+        server.start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    if seed is not None:
+        made = seed_world(seed)
+        click.echo(
+            f"seeded {len(made['instances'])} instances, {made['numbers']} numbers "
+            f"({made['associated']} associated) in {seed.region} in {made['seconds']}s",
+            err=True,
+        )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"ready {server.url}")
+    sys.stdout.flush()
+    while not stop.wait(3600):
+        pass
+    server.stop()
+    click.echo("sandbox stopped", err=True)
+
+
+def main() -> None:
+    cli(prog_name="connect-bulk")
