@@ -14,6 +14,7 @@ https://docs.aws.amazon.com/connect/latest/APIReference/API_connect-outbound-cam
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 from moto.connect.models import connect_backends
 from moto.core.base_backend import BackendDict, BaseBackend
 from moto.core.exceptions import JsonRESTError
-from moto.core.responses import ActionResult, BaseResponse, EmptyResult
+from moto.core.responses import BaseResponse
 from moto.kms.models import kms_backends
 
 from .validation import ValidatingResponse
@@ -215,26 +216,26 @@ class CampaignsV1Response(ValidatingResponse, BaseResponse):
         ]
         return backend
 
-    def start_instance_onboarding_job(self) -> ActionResult:
+    def start_instance_onboarding_job(self) -> str:
         params = self.validated()
         job = self.backend.start(
             params["connectInstanceId"], Encryption.from_request(params["encryptionConfig"])
         )
-        return ActionResult({"connectInstanceOnboardingJobStatus": job.to_json()})
+        return json.dumps({"connectInstanceOnboardingJobStatus": job.to_json()})
 
-    def get_instance_onboarding_job_status(self) -> ActionResult:
+    def get_instance_onboarding_job_status(self) -> str:
         params = self.validated()
         job = self.backend.get(params["connectInstanceId"])
-        return ActionResult({"connectInstanceOnboardingJobStatus": job.to_json()})
+        return json.dumps({"connectInstanceOnboardingJobStatus": job.to_json()})
 
-    def delete_instance_onboarding_job(self) -> ActionResult:
+    def delete_instance_onboarding_job(self) -> str:
         params = self.validated()
         self.backend.delete(params["connectInstanceId"])
-        return EmptyResult()
+        return "{}"
 
-    def get_connect_instance_config(self) -> ActionResult:
+    def get_connect_instance_config(self) -> str:
         params = self.validated()
-        return ActionResult(
+        return json.dumps(
             {"connectInstanceConfig": self.backend.config(params["connectInstanceId"])}
         )
 

@@ -21,7 +21,7 @@ from typing import Any
 from moto.connect.models import Instance, connect_backends
 from moto.core.base_backend import BackendDict, BaseBackend
 from moto.core.exceptions import JsonRESTError
-from moto.core.responses import ActionResult, BaseResponse, EmptyResult
+from moto.core.responses import BaseResponse
 from moto.utilities.paginator import paginate
 
 from .validation import ValidatingResponse
@@ -368,7 +368,7 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
         ]
         return backend
 
-    def claim_phone_number(self) -> ActionResult:
+    def claim_phone_number(self) -> str:
         params = self.validated()
         number = self.backend.claim_phone_number(
             phone_number=params["PhoneNumber"],
@@ -377,23 +377,23 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
             description=params.get("PhoneNumberDescription", ""),
             tags=params.get("Tags"),
         )
-        return ActionResult({"PhoneNumberId": number.id, "PhoneNumberArn": number.arn})
+        return json.dumps({"PhoneNumberId": number.id, "PhoneNumberArn": number.arn})
 
-    def describe_phone_number(self) -> ActionResult:
+    def describe_phone_number(self) -> str:
         params = self.validated()
         number = self.backend.number(params["PhoneNumberId"])
         summary = number.summary() | {
             "Tags": number.tags,
             "PhoneNumberStatus": {"Status": "CLAIMED"},
         }
-        return ActionResult({"ClaimedPhoneNumberSummary": summary})
+        return json.dumps({"ClaimedPhoneNumberSummary": summary})
 
-    def release_phone_number(self) -> ActionResult:
+    def release_phone_number(self) -> str:
         params = self.validated()
         self.backend.release_phone_number(params["PhoneNumberId"])
-        return EmptyResult()
+        return "{}"
 
-    def list_phone_numbers_v2(self) -> ActionResult:
+    def list_phone_numbers_v2(self) -> str:
         params = self.validated()
         numbers, token = self.backend.list_phone_numbers(
             target_arn=params.get("TargetArn"),
@@ -407,9 +407,9 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
         result: dict[str, Any] = {"ListPhoneNumbersSummaryList": [n.summary() for n in numbers]}
         if token:
             result["NextToken"] = token
-        return ActionResult(result)
+        return json.dumps(result)
 
-    def create_contact_flow(self) -> ActionResult:
+    def create_contact_flow(self) -> str:
         params = self.validated()
         flow = self.backend.create_contact_flow(
             instance_id=params["InstanceId"],
@@ -418,38 +418,38 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
             content=params["Content"],
             status=params.get("Status"),
         )
-        return ActionResult({
+        return json.dumps({
             "ContactFlowId": flow.id,
             "ContactFlowArn": flow.arn,
             "FlowContentSha256": flow_content_sha256(flow.content),
         })
 
-    def associate_phone_number_contact_flow(self) -> ActionResult:
+    def associate_phone_number_contact_flow(self) -> str:
         params = self.validated()
         self.backend.associate_phone_number_contact_flow(
             number_id=params["PhoneNumberId"],
             instance_id=params["InstanceId"],
             flow_id=params["ContactFlowId"],
         )
-        return EmptyResult()
+        return "{}"
 
-    def disassociate_phone_number_contact_flow(self) -> ActionResult:
+    def disassociate_phone_number_contact_flow(self) -> str:
         params = self.validated()
         self.backend.disassociate_phone_number_contact_flow(
             number_id=params["PhoneNumberId"], instance_id=params["InstanceId"]
         )
-        return EmptyResult()
+        return "{}"
 
-    def batch_get_flow_association(self) -> ActionResult:
+    def batch_get_flow_association(self) -> str:
         params = self.validated()
         numbers = self.backend.batch_get_flow_association(
             instance_id=params["InstanceId"],
             resource_ids=params["ResourceIds"],
             resource_type=params.get("ResourceType"),
         )
-        return ActionResult({"FlowAssociationSummaryList": [n.association() for n in numbers]})
+        return json.dumps({"FlowAssociationSummaryList": [n.association() for n in numbers]})
 
-    def list_flow_associations(self) -> ActionResult:
+    def list_flow_associations(self) -> str:
         params = self.validated()
         numbers, token = self.backend.list_flow_associations(
             instance_id=params["InstanceId"],
@@ -462,7 +462,7 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
         }
         if token:
             result["NextToken"] = token
-        return ActionResult(result)
+        return json.dumps(result)
 
 
 # Paths are moto's url_paths syntax ("{0}" is the service's URL base).
