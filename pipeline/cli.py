@@ -107,7 +107,8 @@ def sandbox(
     try:
         server.start()
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        reason = exc.strerror or str(exc)
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from exc
     if seed is not None:
         made = seed_world(seed)
         click.echo(

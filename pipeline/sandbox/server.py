@@ -329,18 +329,38 @@ class SandboxServer(ThreadedMotoServer):
         super().__init__(ip_address=host, port=port, verbose=False)
         self.injector = FaultInjector(faults or Faults())
         self.onboarding_seconds = onboarding_seconds
+        self._failure: BaseException | None = None
+
+    def start(self) -> None:
+        """Start serving; raises OSError when the address cannot be bound."""
+        if self._port:
+            # werkzeug reports a taken port by printing and exiting its thread; check first so
+            # that the caller gets one clear error instead.
+            family = socket.AF_INET6 if ":" in self._ip_address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((self._ip_address, self._port))
+        super().start()
+        if self._failure is not None:
+            raise OSError(f"the sandbox did not start: {self._failure}") from self._failure
 
     def _server_entry(self) -> None:
         # Overrides moto's: the same server, with our layer wrapped around moto's app.
-        install()
-        app = SandboxApp(
-            DomainDispatcherApplication(create_backend_app),
-            self.injector,
-            onboarding_seconds=self.onboarding_seconds,
-        )
-        self._server = make_server(
-            self._ip_address, self._port, app, True, request_handler=QuietRequestHandler
-        )
+        try:
+            install()
+            app = SandboxApp(
+                DomainDispatcherApplication(create_backend_app),
+                self.injector,
+                onboarding_seconds=self.onboarding_seconds,
+            )
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=QuietRequestHandler
+            )
+        except BaseException as exc:  # werkzeug exits its thread on a bind error
+            # moto's start() waits for this event; never leave it waiting.
+            self._failure = exc
+            self._server_ready_event.set()
+            return
         self._server_ready_event.set()
         self._server.serve_forever()
 
@@ -351,6 +371,8 @@ class SandboxServer(ThreadedMotoServer):
         return f"http://{host}:{port}"
 
     def stop(self) -> None:
+        if self._failure is not None:
+            return
         super().stop()
         if self._server is not None:
             self._server.server_close()
