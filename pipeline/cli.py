@@ -1,33 +1,322 @@
 """The ``connect-bulk`` command line.
 
 Heavy libraries (moto, polars, aioboto3) are imported inside the commands that need them, so
-that ``connect-bulk --help`` answers at once.
+that ``connect-bulk --help`` answers at once. Library errors (``ConnectBulkError``) become a
+one-line message and their exit code here, at the edge, and nowhere else.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from . import __version__
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="connect-bulk")
 def cli() -> None:
-    """Bulk Amazon Connect jobs: validated, rate-limited, checkpointed, resumable."""
+    """Bulk Amazon Connect jobs: validated, rate-limited, checkpointed, resumable.
+
+    \b
+    connect-bulk run flow-associations numbers.csv --region us-east-1
+    connect-bulk status data/runs/<run-id>
+    """
 
 
-def _fraction(_ctx: Any, param: click.Parameter, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
+def _fraction(_ctx: Any, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
         raise click.BadParameter("must be between 0 and 1", param=param)
     return value
+
+
+def _is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _fail(message: str, code: int, log_format: str | None) -> None:
+    if (log_format or ("text" if _is_tty() else "json")) == "json":
+        click.echo(json.dumps({"level": "error", "event": "error", "message": message,
+                               "exit_code": code}), err=True)
+    else:
+        click.echo(f"connect-bulk: error: {message}", err=True)
+    sys.exit(code)
+
+
+def edge(func: F) -> F:
+    """Turn connect-bulk's errors into one line and the exit code SPEC §5 gives them."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import ConnectBulkError
+
+        try:
+            return func(*args, **kwargs)
+        except ConnectBulkError as exc:
+            _fail(str(exc), exc.exit_code, kwargs.get("log_format"))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130, kwargs.get("log_format"))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _env(name: str) -> str:
+    return f"CONNECT_BULK_{name.upper().replace('-', '_')}"
+
+
+def run_options() -> list[click.Option]:
+    """The options of ``run`` and ``plan``, declared once (SPEC §2); each reads
+    ``CONNECT_BULK_<NAME>`` too."""
+
+    def option(*decls: str, **kwargs: Any) -> click.Option:
+        name = decls[0].split("/")[0].lstrip("-")
+        return click.Option(list(decls), envvar=_env(name), show_envvar=False, **kwargs)
+
+    return [
+        option("--out", default="data/runs", show_default=True, type=click.Path(file_okay=False),
+               help="Output root; the run directory is OUT/RUN_ID."),
+        option("--run-id", default=None,
+               help="Run name; {date} and {job} expand. Default: {job}-<UTC timestamp>."),
+        option("--region", default=None, help="AWS region for bare instance IDs."),
+        option("--profile", default=None, help="AWS named profile."),
+        option("--endpoint-url", default=None,
+               help="Send every AWS call there (the sandbox, or a VPC endpoint)."),
+        option("--role-arn-template", default=None,
+               help="Role to assume for instances in other accounts; {account} is filled in."),
+        option("--rate", default=2.0, show_default=True, type=click.FloatRange(min=0.01),
+               help="Ceiling of calls per second, per operation, account and region."),
+        option("--burst", default=5.0, show_default=True, type=click.FloatRange(min=1),
+               help="Bucket size of that limiter."),
+        option("--adaptive/--no-adaptive", default=True, show_default=True,
+               help="Lower the rate on throttling and recover towards --rate."),
+        option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 1000),
+               help="Most calls in flight at once."),
+        option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100),
+               help="Attempts per call before its items are recorded as failed."),
+        option("--max-failure-rate", default=None, type=float, callback=_fraction,
+               help="Abort (exit 3) once more than this share of finished items failed "
+                    "(after at least 200 items)."),
+        option("--deadline", default=None,
+               help="Stop starting calls after a duration (45m) or at a UTC time (05:30)."),
+        option("--log-format", type=click.Choice(["text", "json"]), default=None,
+               help="Log lines as text or JSON. Default: text on a TTY, json otherwise."),
+        option("--progress/--no-progress", default=None,
+               help="Live progress bar. Default: on a TTY only."),
+        option("--yes", is_flag=True, default=False,
+               help="Skip the confirmation a mutating job asks for on a TTY."),
+    ]
+
+
+def _build_options(params: dict[str, Any]) -> Any:
+    from .aws import AwsSettings
+    from .runs import RunOptions
+
+    log_format = params.pop("log_format") or ("text" if _is_tty() else "json")
+    progress = params.pop("progress")
+    return RunOptions(
+        out=params.pop("out"),
+        run_id=params.pop("run_id"),
+        aws=AwsSettings(
+            region=params.pop("region"), profile=params.pop("profile"),
+            endpoint_url=params.pop("endpoint_url"), rate=params.pop("rate"),
+            burst=params.pop("burst"), adaptive=params.pop("adaptive"),
+            concurrency=params.pop("concurrency"), max_attempts=params.pop("max_attempts"),
+        ),
+        role_arn_template=params.pop("role_arn_template"),
+        max_failure_rate=params.pop("max_failure_rate"),
+        deadline=params.pop("deadline"),
+        log_format=log_format,
+        progress=_is_tty() and log_format == "text" if progress is None else progress,
+        yes=params.pop("yes"),
+    )
+
+
+class JobGroup(click.Group):
+    """``run JOB INPUT`` and ``plan JOB INPUT``: one subcommand per module in ``jobs/``."""
+
+    def __init__(self, *args: Any, action: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.action = action
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from .job import job_names
+
+        return job_names()
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from .job import job_names, load_job_class
+
+        if name not in job_names():
+            return None
+        job = load_job_class(name)
+        params: list[click.Parameter] = [
+            click.Argument(["input_path"], metavar="INPUT",
+                           type=click.Path(dir_okay=False, path_type=Path)),
+            *run_options(),
+            *job.cli_options(),
+        ]
+        if self.action == "plan":
+            params.append(click.Option(["--json", "as_json"], is_flag=True,
+                                       help="Print the plan as JSON."))
+        callback = _run_callback(name) if self.action == "run" else _plan_callback(name)
+        return click.Command(name, params=params, callback=callback, help=job.summary,
+                             short_help=job.summary)
+
+
+def _run_callback(job_name: str) -> Callable[..., None]:
+    @edge
+    def callback(**params: Any) -> None:
+        from .runs import start
+
+        input_path = params.pop("input_path")
+        options = _build_options(params)
+        code = start(job_name, input_path, params, options)
+        sys.exit(code)
+
+    return callback
+
+
+def _plan_callback(job_name: str) -> Callable[..., None]:
+    @edge
+    def callback(**params: Any) -> None:
+        from .job import load_job_class
+        from .runs import plan_report
+
+        input_path = params.pop("input_path")
+        as_json = params.pop("as_json")
+        options = _build_options(params)
+        report = plan_report(load_job_class(job_name)(**params), input_path, options)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+            return
+        click.echo(f"{report['job']} plan for {report['input']}")
+        click.echo(f"  rows {report['rows_total']}: {report['items_total']} items, "
+                   f"{report['rows_duplicate']} duplicates, {report['rows_rejected']} rejected")
+        click.echo(f"  instances {report['instances']}")
+        for operation, calls in report["calls"].items():
+            click.echo(f"  calls {operation}: {calls}")
+        for scope in report["scopes"]:
+            account = scope["account_id"] or "caller account"
+            where = f"{account} {scope['region'] or 'default region'}"
+            click.echo(f"    {where}: {scope['items']} items in {scope['batches']} batches")
+        click.echo(f"  estimated {report['estimated_s']}s at --rate {options.aws.rate}")
+        for reject in report["rejects"]:
+            click.echo(f"  reject row {reject['input_row']}: {reject['reason']}")
+
+    return callback
+
+
+cli.add_command(JobGroup("run", action="run", help="Start a run of JOB over INPUT, or continue "
+                         "the run of the same job and input in --run-id."))
+cli.add_command(JobGroup("plan", action="plan", help="Validate and plan only: no AWS call."))
+
+
+_output_options = [
+    click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+                 envvar="CONNECT_BULK_LOG_FORMAT",
+                 help="Log lines as text or JSON. Default: text on a TTY, json otherwise."),
+    click.option("--progress/--no-progress", default=None, envvar="CONNECT_BULK_PROGRESS",
+                 help="Live progress bar. Default: on a TTY only."),
+]
+
+
+def output_options(func: F) -> F:
+    for decorator in reversed(_output_options):
+        func = decorator(func)
+    return func
+
+
+def _output(log_format: str | None, progress: bool | None) -> tuple[str, bool]:
+    fmt = log_format or ("text" if _is_tty() else "json")
+    return fmt, (_is_tty() and fmt == "text") if progress is None else progress
+
+
+RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+
+
+@cli.command()
+@RUN_DIR
+@output_options
+@edge
+def resume(*, run_dir: Path, log_format: str | None, progress: bool | None) -> None:
+    """Continue an interrupted run with the options it was started with."""
+    from .runs import resume as resume_run
+
+    fmt, bar = _output(log_format, progress)
+    sys.exit(resume_run(run_dir, log_format=fmt, progress=bar))
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--all", "everything", is_flag=True,
+              help="Every failed item, not only the retryable ones.")
+@output_options
+@edge
+def retry(*, run_dir: Path, everything: bool, log_format: str | None,
+          progress: bool | None) -> None:
+    """Redrive the items whose final state is a retryable failure."""
+    from .runs import retry as retry_run
+
+    fmt, bar = _output(log_format, progress)
+    sys.exit(retry_run(run_dir, everything=everything, log_format=fmt, progress=bar))
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@edge
+def status(*, run_dir: Path, as_json: bool) -> None:
+    """State, counts, rates and timings of a run."""
+    from .runs import status as run_status
+
+    summary = run_status(run_dir)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{summary.get('run_id')}  {summary.get('job')}  {summary.get('state')}")
+    click.echo(f"  input    {summary['input']['path']} ({summary['input']['rows']} rows)")
+    click.echo(
+        f"  items    {summary.get('items_total')} total: {summary.get('items_succeeded')} "
+        f"succeeded, {summary.get('items_failed')} failed, {summary.get('items_pending')} pending"
+    )
+    click.echo(f"  rows     {summary.get('rows_rejected')} rejected, "
+               f"{summary.get('rows_duplicate')} duplicate")
+    for operation, calls in (summary.get("calls") or {}).items():
+        click.echo(f"  calls    {operation}: {calls['made']} made, {calls['throttled']} "
+                   f"throttled, {calls['retried']} retried, {calls['errors']} errors")
+    click.echo(f"  timing   started {summary.get('started_at')}, finished "
+               f"{summary.get('finished_at') or '-'}, {summary.get('elapsed_s')}s, "
+               f"{summary.get('calls_per_s')} calls/s")
+    if summary.get("note"):
+        click.echo(f"  note     {summary['note']}")
+
+
+@cli.command("jobs")
+def list_jobs() -> None:
+    """List the jobs with their input columns and options."""
+    from .job import job_names, load_job_class
+
+    for name in job_names():
+        job = load_job_class(name)
+        click.echo(f"{name}: {job.summary}")
+        for column in job.columns:
+            aliases = f" (aliases: {', '.join(column.aliases)})" if column.aliases else ""
+            need = "required" if column.required else "optional"
+            click.echo(f"  column {column.name}, {need}{aliases}: {column.help}")
+        for option in job.cli_options():
+            click.echo(f"  option {' / '.join(option.opts + option.secondary_opts)}: "
+                       f"{option.help}")
 
 
 @cli.command()

@@ -90,6 +90,8 @@ def _routes(signing_name: str) -> tuple[Route, ...]:
     routes = []
     for service in ROUTED_SERVICES.get(signing_name, ()):
         model = session.get_service_model(service)
+        if not model.protocol.startswith("rest"):
+            continue  # json and query protocols name the operation in a header or the body
         for name in model.operation_names:
             http = model.operation_model(name).http
             uri = http.get("requestUri", "/").split("?", 1)[0]

@@ -1,0 +1,182 @@
+"""flow-associations: which flow every phone number points at.
+
+Amazon Connect ``BatchGetFlowAssociation`` takes up to 100 resource IDs of one instance and
+answers only for the resources that have an association; a requested number missing from the
+answer is a result with ``associated = false``. A call refused as a whole because of one of its
+numbers (``ResourceNotFoundException`` for a number not claimed in that instance) is split by
+the engine until the offending numbers stand alone.
+https://docs.aws.amazon.com/connect/latest/APIReference/API_BatchGetFlowAssociation.html
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import click
+import polars as pl
+
+from pipeline.aws import Caller
+from pipeline.job import Batch, Column, Job, Normalized, Outcome, Success
+
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+PARTITION = r"aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b"
+INSTANCE_ARN = rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):instance/({UUID})$"
+NUMBER_ARN = (
+    rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):"
+    rf"(?:instance/({UUID})/)?phone-number/({UUID})$"
+)
+E164_LIKE = r"^\+?[0-9 ().\-]{4,}$"
+RESOURCE_TYPES = ("VOICE_PHONE_NUMBER", "WHATSAPP_MESSAGING_PHONE_NUMBER")
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def normalize_instances(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add ``_instance``, ``_inst_region``, ``_inst_account`` from ``instance_id``: a bare ID or
+    an instance ARN, lower-cased (IDs and ARNs of one instance are one instance)."""
+    raw = pl.col("instance_id")
+    return frame.with_columns(
+        pl.when(raw.str.contains(f"^{UUID}$"))
+        .then(raw.str.to_lowercase())
+        .otherwise(raw.str.extract(INSTANCE_ARN, 3).str.to_lowercase())
+        .alias("_instance"),
+        raw.str.extract(INSTANCE_ARN, 1).alias("_inst_region"),
+        raw.str.extract(INSTANCE_ARN, 2).alias("_inst_account"),
+    )
+
+
+def first_reason(*rules: tuple[pl.Expr, pl.Expr]) -> pl.Expr:
+    """The first rule whose condition holds gives the reject reason; null when none does."""
+    expr: Any = pl.when(rules[0][0]).then(rules[0][1])
+    for condition, reason in rules[1:]:
+        expr = expr.when(condition).then(reason)
+    result: pl.Expr = expr.otherwise(None).alias("reason")
+    return result
+
+
+class FlowAssociations(Job):
+    name = "flow-associations"
+    summary = "BatchGetFlowAssociation: which flow each phone number is associated with"
+    columns = (
+        Column("instance_id", ("instance", "instance_arn", "instanceid"),
+               help="instance ID (UUID) or instance ARN"),
+        Column("phone_number", ("phone_number_id", "phone_number_arn", "resource_id"),
+               help="phone number ID (UUID) or phone number ARN"),
+    )
+    operation = "BatchGetFlowAssociation"
+    batch_size = 100
+    split_codes = frozenset(
+        {"ResourceNotFoundException", "InvalidParameterException", "InvalidRequestException"}
+    )
+    result_schema: ClassVar[dict[str, Any]] = {
+        "instance_id": pl.String,
+        "phone_number_id": pl.String,
+        "phone_number_arn": pl.String,
+        "phone_number": pl.String,
+        "resource_type": pl.String,
+        "flow_id": pl.String,
+        "associated": pl.Boolean,
+        "region": pl.String,
+        "account_id": pl.String,
+    }
+
+    @classmethod
+    def cli_options(cls) -> list[click.Option]:
+        return [
+            click.Option(
+                ["--resource-type"], type=click.Choice(RESOURCE_TYPES),
+                default="VOICE_PHONE_NUMBER", show_default=True,
+                envvar="CONNECT_BULK_RESOURCE_TYPE",
+                help="The ResourceType asked of BatchGetFlowAssociation.",
+            )
+        ]
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.options.get("resource_type") or "VOICE_PHONE_NUMBER")
+
+    def normalize(self, frame: pl.DataFrame) -> Normalized:
+        number = pl.col("phone_number")
+        frame = normalize_instances(frame).with_columns(
+            pl.when(number.str.contains(f"^{UUID}$"))
+            .then(number.str.to_lowercase())
+            .otherwise(number.str.extract(NUMBER_ARN, 4).str.to_lowercase())
+            .alias("_number"),
+            number.str.extract(NUMBER_ARN, 1).alias("_num_region"),
+            number.str.extract(NUMBER_ARN, 2).alias("_num_account"),
+            number.str.extract(NUMBER_ARN, 3).str.to_lowercase().alias("_num_instance"),
+        )
+        inst, num = pl.col("_instance"), pl.col("_number")
+        quoted_instance = pl.lit("'") + pl.col("instance_id") + pl.lit("'")
+        quoted_number = pl.lit("'") + number + pl.lit("'")
+        both_scoped = pl.col("_inst_region").is_not_null() & pl.col("_num_region").is_not_null()
+        frame = frame.with_columns(first_reason(
+            (pl.col("instance_id").is_null(), pl.lit("instance_id is empty")),
+            (inst.is_null(), pl.lit("instance_id ") + quoted_instance
+             + pl.lit(" is not an instance ID (UUID) or instance ARN")),
+            (number.is_null(), pl.lit("phone_number is empty")),
+            (num.is_null() & number.str.contains(E164_LIKE),
+             pl.lit("phone_number ") + quoted_number
+             + pl.lit(" is a telephone number; give its phone number ID or ARN")),
+            (num.is_null(), pl.lit("phone_number ") + quoted_number
+             + pl.lit(" is not a phone number ID (UUID) or phone number ARN")),
+            (both_scoped & ((pl.col("_inst_region") != pl.col("_num_region"))
+                            | (pl.col("_inst_account") != pl.col("_num_account"))),
+             pl.lit("phone number ARN is in ") + pl.col("_num_region") + pl.lit("/")
+             + pl.col("_num_account") + pl.lit(" but the instance is in ")
+             + pl.col("_inst_region") + pl.lit("/") + pl.col("_inst_account")),
+            (pl.col("_num_instance").is_not_null() & (pl.col("_num_instance") != inst),
+             pl.lit("phone number ARN names instance ") + pl.col("_num_instance")
+             + pl.lit(", not ") + inst),
+        ))
+        rejects = frame.filter(pl.col("reason").is_not_null()).select("input_row", "reason")
+        items = frame.filter(pl.col("reason").is_null()).select(
+            pl.col("_number").alias("item_key"),
+            pl.col("_instance").alias("instance_id"),
+            pl.coalesce("_inst_region", "_num_region").alias("region"),
+            pl.coalesce("_inst_account", "_num_account").alias("account_id"),
+            "input_row",
+            pl.col("_number").alias("phone_number_id"),
+        )
+        return Normalized(items=items, rejects=rejects)
+
+    async def process(self, batch: Batch, aws: Caller) -> list[Outcome]:
+        answer = await aws.call(
+            "connect", self.operation, region=batch.region, account=batch.account_id,
+            InstanceId=batch.instance_id,
+            ResourceIds=[item.item_key for item in batch.items],
+            ResourceType=self.resource_type,
+        )
+        by_id = {
+            summary["ResourceId"].rsplit("/", 1)[-1].lower(): summary
+            for summary in answer.data.get("FlowAssociationSummaryList", [])
+        }
+        partition = partition_of(batch.region)
+        outcomes: list[Outcome] = []
+        for item in batch.items:
+            summary = by_id.get(item.item_key)
+            arn = summary["ResourceId"] if summary else (
+                f"arn:{partition}:connect:{batch.region}:{batch.account_id}:"
+                f"phone-number/{item.item_key}"
+            )
+            outcomes.append(Success(item, {
+                "instance_id": batch.instance_id,
+                "phone_number_id": item.item_key,
+                "phone_number_arn": arn,
+                "phone_number": item.data.get("phone_number"),
+                "resource_type": self.resource_type,
+                "flow_id": summary.get("FlowId") if summary else None,
+                "associated": summary is not None,
+                "region": batch.region,
+                "account_id": batch.account_id,
+            }, answer.attempts))
+        return outcomes
+
+
+JOB = FlowAssociations

@@ -1,0 +1,166 @@
+"""The AWS side of the engine: one aioboto3 client per (service, region), the rate limiters,
+the retries, and the per-operation call counters.
+
+Jobs make every call through ``Caller.call``: it waits for the limiter of (operation, account,
+region), holds one of the ``concurrency`` slots while the request is in flight, classifies what
+went wrong (``errors.classify``), and retries what is worth retrying with full-jitter backoff.
+The SDK's own retries are off, so every attempt is counted and rate-limited here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+
+from . import __version__
+from .errors import CallError, Throttled, UsageError, classify
+from .limits import AdaptiveRate, Backoff
+
+
+@dataclass(slots=True)
+class OperationStats:
+    made: int = 0
+    throttled: int = 0
+    retried: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    data: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwsSettings:
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    rate: float = 2.0
+    burst: float = 5.0
+    adaptive: bool = True
+    concurrency: int = 16
+    max_attempts: int = 8
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+
+
+def _method(operation: str) -> str:
+    from botocore import xform_name
+
+    return str(xform_name(operation))
+
+
+class Caller:
+    """Rate-limited, retried, counted AWS calls. Use as an async context manager."""
+
+    def __init__(self, settings: AwsSettings, *, backoff: Backoff | None = None,
+                 stats: dict[str, OperationStats] | None = None) -> None:
+        self.settings = settings
+        self.backoff = backoff or Backoff()
+        self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
+        self._limiters: dict[tuple[str, str, str], AdaptiveRate] = {}
+        self._slots = anyio.CapacityLimiter(settings.concurrency)
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._accounts: dict[str, str] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._client_lock = anyio.Lock()
+        self._session: Any = None
+
+    async def __aenter__(self) -> Caller:
+        import aioboto3
+        from botocore.exceptions import ProfileNotFound
+
+        try:
+            self._session = aioboto3.Session(profile_name=self.settings.profile)
+        except ProfileNotFound as exc:
+            raise UsageError(f"AWS profile {self.settings.profile!r} not found") from exc
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    @property
+    def default_region(self) -> str:
+        region = self.settings.region or (self._session and self._session.region_name)
+        if not region:
+            raise UsageError(
+                "no AWS region: give --region, set AWS_REGION, or use instance ARNs"
+            )
+        return str(region)
+
+    async def client(self, service: str, region: str) -> Any:
+        key = (service, region)
+        if key not in self._clients:
+            async with self._client_lock:
+                if key not in self._clients:
+                    from botocore.config import Config
+
+                    config = Config(
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                        max_pool_connections=self.settings.concurrency,
+                        connect_timeout=self.settings.connect_timeout_s,
+                        read_timeout=self.settings.read_timeout_s,
+                        user_agent_extra=f"connect-bulk/{__version__}",
+                    )
+                    self._clients[key] = await self._stack.enter_async_context(
+                        self._session.client(
+                            service, region_name=region, endpoint_url=self.settings.endpoint_url,
+                            config=config,
+                        )
+                    )
+        return self._clients[key]
+
+    def limiter(self, operation: str, account: str, region: str) -> AdaptiveRate:
+        key = (operation, account, region)
+        if key not in self._limiters:
+            self._limiters[key] = AdaptiveRate(
+                self.settings.rate, self.settings.burst, adaptive=self.settings.adaptive
+            )
+        return self._limiters[key]
+
+    async def account(self, region: str) -> str:
+        """The caller's account, asked of STS once per run."""
+        if "caller" not in self._accounts:
+            answer = await self.call("sts", "GetCallerIdentity", region=region, account="caller")
+            self._accounts["caller"] = str(answer.data["Account"])
+        return self._accounts["caller"]
+
+    async def call(
+        self, service: str, operation: str, *, region: str, account: str, **params: Any
+    ) -> Answer:
+        client = await self.client(service, region)
+        method = getattr(client, _method(operation))
+        limiter = self.limiter(operation, account, region)
+        stats = self.stats[operation]
+        attempt = 0
+        while True:
+            attempt += 1
+            await limiter.acquire()
+            async with self._slots:
+                stats.made += 1
+                try:
+                    data = await method(**params)
+                except Exception as exc:  # classified below, in one place
+                    error: CallError = classify(exc)
+                else:
+                    limiter.on_success()
+                    data.pop("ResponseMetadata", None)
+                    return Answer(data, attempt)
+            if isinstance(error, Throttled):
+                stats.throttled += 1
+                limiter.on_throttle()
+            else:
+                stats.errors += 1
+            error.attempts = attempt
+            if not error.retryable or attempt >= self.settings.max_attempts:
+                raise error
+            stats.retried += 1
+            await anyio.sleep(self.backoff.delay(attempt))
+
+    def stats_json(self) -> dict[str, dict[str, int]]:
+        return {op: asdict(s) for op, s in sorted(self.stats.items())}

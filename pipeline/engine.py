@@ -1,0 +1,148 @@
+"""The engine: batches in, outcomes out, under every limit, until done or told to stop.
+
+One task group: a writer task (the journal), a signal watcher, and one task per batch in
+flight. A batch task starts only once a slot is free (``concurrency``); inside it, each call
+waits for its rate limiter (``aws.Caller``). A stop (signal, deadline, failure rate, fatal
+error) stops starting batches; the batches in flight finish, within a grace period, and
+everything they answered is written.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+
+from .aws import Caller
+from .errors import CallError, FatalError
+from .events import EventLog
+from .job import Batch, Failure, Job, Outcome
+from .journal import Journal
+from .rundir import utc_now
+
+MIN_ITEMS_FOR_FAILURE_RATE = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    max_failure_rate: float | None = None
+    deadline: datetime | None = None
+    grace_s: float = 30.0
+
+
+@dataclass(slots=True)
+class Stop:
+    reason: str | None = None  # "interrupted", "deadline", "aborted"
+    message: str = ""
+
+    def __call__(self, reason: str, message: str = "") -> None:
+        if self.reason is None:
+            self.reason, self.message = reason, message
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        job: Job,
+        caller: Caller,
+        journal: Journal,
+        events: EventLog,
+        limits: Limits,
+        concurrency: int,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.job = job
+        self.caller = caller
+        self.journal = journal
+        self.events = events
+        self.limits = limits
+        self.stop = Stop()
+        self._slots = anyio.Semaphore(concurrency)
+        self._on_progress = on_progress or (lambda _n: None)
+
+    async def run(self, batches: Iterable[Batch]) -> Stop:
+        send, receive = anyio.create_memory_object_stream[tuple[str, list[Outcome]]](
+            max_buffer_size=64
+        )
+        self._watcher = anyio.CancelScope()
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self.journal.run, receive, self.caller.stats_json)
+            outer.start_soon(self._watch_signals)
+            async with send, anyio.create_task_group() as work:
+                self._work = work
+                for batch in batches:
+                    if self._should_stop():
+                        break
+                    await self._slots.acquire()
+                    if self._should_stop():
+                        self._slots.release()
+                        break
+                    work.start_soon(self._run_batch, batch, send)
+            # The work is done and `send` is closed: the journal drains and flushes by itself.
+            self._watcher.cancel()
+        return self.stop
+
+    def _should_stop(self) -> bool:
+        if self.stop.reason is None and self.limits.deadline and utc_now() >= self.limits.deadline:
+            self.stop("deadline", "deadline reached; pending items stay for resume")
+        return self.stop.reason is not None
+
+    async def _watch_signals(self) -> None:
+        with self._watcher, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as timers:
+                async for signum in signals:
+                    if self.stop.reason is None:
+                        self.stop("interrupted", f"{signal.Signals(signum).name}: finishing the "
+                                  "calls in flight, then writing")
+                        self.events.emit("stopping", level="warning", message=self.stop.message)
+                        timers.start_soon(self._cancel_after_grace)
+                    else:
+                        self._work.cancel_scope.cancel()
+
+    async def _cancel_after_grace(self) -> None:
+        await anyio.sleep(self.limits.grace_s)
+        self._work.cancel_scope.cancel()
+
+    async def _run_batch(self, batch: Batch, send: anyio.abc.ObjectSendStream[
+            tuple[str, list[Outcome]]]) -> None:
+        try:
+            await self._process(batch, send)
+        finally:
+            self._slots.release()
+
+    async def _process(self, batch: Batch, send: anyio.abc.ObjectSendStream[
+            tuple[str, list[Outcome]]]) -> None:
+        try:
+            outcomes = await self.job.process(batch, self.caller)
+        except FatalError as error:
+            self.stop("aborted", f"{error.code}: {error.message}")
+            self.events.emit("fatal_error", level="error", message=self.stop.message,
+                             batch_id=batch.batch_id)
+            return
+        except CallError as error:
+            if error.code in self.job.split_codes and len(batch.items) > 1:
+                # The call was refused because of some of its items: halve until they stand
+                # alone; every other item still gets its answer.
+                self.events.emit("batch_split", level="debug", batch_id=batch.batch_id,
+                                 items=len(batch.items), error_code=error.code)
+                for half in batch.halves():
+                    await self._process(half, send)
+                return
+            outcomes = [Failure(item, error) for item in batch.items]
+        await send.send((batch.batch_id, outcomes))
+        self._on_progress(len(outcomes))
+        self._check_failure_rate()
+
+    def _check_failure_rate(self) -> None:
+        limit = self.limits.max_failure_rate
+        counts = self.journal.counts
+        finished = counts.finished_now
+        if limit is None or finished < MIN_ITEMS_FOR_FAILURE_RATE:
+            return
+        if counts.failed_now / finished > limit:
+            self.stop("aborted", f"failure rate {counts.failed_now / finished:.1%} of {finished} "
+                      f"finished items is over --max-failure-rate {limit:.1%}")

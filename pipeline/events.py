@@ -1,0 +1,64 @@
+"""The run's log: every event goes to ``events.jsonl`` (one JSON object a line) and to the
+console, as text on a TTY and as the same JSON lines otherwise (cron, pipes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from .rundir import iso, utc_now
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class EventLog:
+    def __init__(
+        self, *, run_id: str, log_format: str, path: Path | None = None,
+        stream: IO[str] | None = None, console: Any = None,
+    ) -> None:
+        self.run_id = run_id
+        self.log_format = log_format
+        self.stream = stream or sys.stderr
+        self.console = console  # a rich Console while a progress bar is live
+        self._file: IO[str] | None = None
+        self._lock = threading.Lock()
+        if path is not None:
+            self.attach(path)
+
+    def attach(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def emit(self, event: str, *, level: str = "info", message: str = "", **fields: Any) -> None:
+        record = {"ts": iso(utc_now()), "level": level, "event": event, "run_id": self.run_id}
+        if message:
+            record["message"] = message
+        record |= fields
+        line = json.dumps(record, default=str)
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+            if self.log_format == "json":
+                print(line, file=self.stream, flush=True)
+            elif LEVELS[level] >= LEVELS["info"]:
+                text = self._text(record)
+                if self.console is not None:
+                    self.console.print(text, markup=False, highlight=False)
+                else:
+                    print(text, file=self.stream, flush=True)
+
+    @staticmethod
+    def _text(record: dict[str, Any]) -> str:
+        skip = {"ts", "level", "event", "run_id", "message"}
+        details = " ".join(f"{k}={v}" for k, v in record.items() if k not in skip)
+        prefix = "" if record["level"] == "info" else f"{record['level'].upper()}: "
+        head = record.get("message") or record["event"]
+        return f"{prefix}{head}" + (f"  ({details})" if details else "")

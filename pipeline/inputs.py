@@ -1,0 +1,134 @@
+"""Reading an input file with Polars: CSV (optionally gzip, optionally with a BOM) or Parquet,
+column names matched case-insensitively ignoring spaces, ``_`` and ``-``, every value read as a
+trimmed string, rows numbered from 1.
+
+A file that cannot be read, or lacks a required column, is an ``InputError`` naming the file and
+the problem; everything about single rows is the job's to judge (rejects), never an error here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from .errors import InputError
+from .job import Column
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+RESERVED = ("input_row", "reason")
+
+
+def normal_name(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name.lstrip("\ufeff")).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class InputTable:
+    """The input as strings: the job's canonical columns, ``input_row``, and the original
+    columns under their own names (for rejects)."""
+
+    frame: pl.DataFrame
+    original_columns: tuple[str, ...]
+    mapping: dict[str, str]  # canonical name -> original name
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise InputError(
+        f"{path}: unsupported file type; use .csv, .csv.gz, .parquet or .pq"
+    )
+
+
+def _read(path: Path) -> pl.DataFrame:
+    kind = _kind(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if kind == "parquet":
+            frame = pl.read_parquet(path)
+            return frame.select(pl.all().cast(pl.String, strict=False))
+        source: bytes | Path = path
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                source = handle.read()
+        return pl.read_csv(
+            source, infer_schema=False, encoding="utf8", truncate_ragged_lines=False,
+            raise_if_empty=True,
+        )
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{path}: cannot be read: {exc}") from exc
+    except pl.exceptions.NoDataError as exc:
+        raise InputError(f"{path}: the file is empty") from exc
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable {kind.upper()} file: {first}") from exc
+
+
+def read_input(path: Path, columns: tuple[Column, ...]) -> InputTable:
+    frame = _read(path)
+    by_normal: dict[str, str] = {}
+    for original in frame.columns:
+        by_normal.setdefault(normal_name(original), original)
+    mapping: dict[str, str] = {}
+    for column in columns:
+        names = (column.name, *column.aliases)
+        found = [by_normal[normal_name(n)] for n in names if normal_name(n) in by_normal]
+        unique = list(dict.fromkeys(found))
+        if len(unique) > 1:
+            raise InputError(
+                f"{path}: columns {', '.join(unique)} all mean {column.name}; keep one"
+            )
+        if unique:
+            mapping[column.name] = unique[0]
+        elif column.required:
+            also = f" (also accepted: {', '.join(column.aliases)})" if column.aliases else ""
+            raise InputError(f"{path}: missing required column {column.name}{also}")
+    canonical = [
+        pl.col(original).str.strip_chars().alias(name) for name, original in mapping.items()
+    ]
+    missing = [
+        pl.lit(None, dtype=pl.String).alias(c.name) for c in columns if c.name not in mapping
+    ]
+    originals = [
+        pl.col(name).alias(f"__in__{name}") for name in frame.columns
+    ]
+    table = frame.select(
+        *canonical, *missing, *originals
+    ).with_row_index("input_row", offset=1).with_columns(pl.col("input_row").cast(pl.Int64))
+    # Empty strings are absent values.
+    table = table.with_columns(
+        pl.when(pl.col(c.name) == "").then(None).otherwise(pl.col(c.name)).alias(c.name)
+        for c in columns
+    )
+    return InputTable(table, tuple(frame.columns), mapping)
+
+
+def rejects_frame(table: InputTable, rejects: pl.DataFrame) -> pl.DataFrame:
+    """``input_row``, ``reason`` and each original input column as a string."""
+    originals = table.frame.select(
+        "input_row",
+        *(
+            pl.col(f"__in__{name}").alias(f"input_{name}" if name in RESERVED else name)
+            for name in table.original_columns
+        ),
+    )
+    joined = rejects.select("input_row", "reason").join(originals, on="input_row", how="left")
+    return joined.sort("input_row")

@@ -1,0 +1,152 @@
+"""What a job is, to the engine.
+
+A job is one module in ``jobs/`` that defines ``JOB``, an instance of a ``Job`` subclass: its
+input columns, how rows become items, how a batch of items becomes AWS calls, and how answers
+become result rows. The engine (everything else in ``pipeline/``) does the rest: reading,
+de-duplicating, batching, rate limits, retries, splitting, checkpoints and outputs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import click
+    import polars as pl
+
+    from .aws import Caller
+    from .errors import CallError
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """An input column: its name, the other names it goes by, and whether it must be there."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    required: bool = True
+    help: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One unit of work: ``(instance_id, item_key)`` is its identity within a run."""
+
+    item_key: str
+    instance_id: str
+    region: str
+    account_id: str
+    input_row: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Items that go into one call: same instance (so same account and region)."""
+
+    batch_id: str
+    instance_id: str
+    region: str
+    account_id: str
+    items: tuple[Item, ...]
+
+    def halves(self) -> tuple[Batch, Batch]:
+        middle = len(self.items) // 2
+        return (
+            Batch(f"{self.batch_id}.1", self.instance_id, self.region, self.account_id,
+                  self.items[:middle]),
+            Batch(f"{self.batch_id}.2", self.instance_id, self.region, self.account_id,
+                  self.items[middle:]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    item: Item
+    row: Mapping[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    item: Item
+    error: CallError
+
+
+Outcome = Success | Failure
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """The job's reading of the input: valid rows as items, and the rows it refused.
+
+    ``items`` has at least ``item_key``, ``instance_id``, ``region`` (null: the run's region),
+    ``account_id`` (null: the caller's account) and ``input_row``; ``rejects`` has
+    ``input_row`` and ``reason``.
+    """
+
+    items: pl.DataFrame
+    rejects: pl.DataFrame
+
+
+class Job(ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    columns: ClassVar[tuple[Column, ...]]
+    #: the operation that each batch calls first, and how many items one call takes
+    operation: ClassVar[str]
+    batch_size: ClassVar[int]
+    #: a job that changes AWS state asks before it starts on a TTY
+    mutating: ClassVar[bool] = False
+    #: result columns and their Polars types, besides the engine's own
+    result_schema: ClassVar[Mapping[str, Any]]
+    #: error codes that reject a whole batch because of some of its items: split and retry
+    split_codes: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @classmethod
+    def cli_options(cls) -> list[click.Option]:
+        return []
+
+    @abstractmethod
+    def normalize(self, frame: pl.DataFrame) -> Normalized:
+        """Turn the input (every column a string, plus ``input_row``) into items and rejects."""
+
+    def calls_per_batch(self) -> Mapping[str, float]:
+        """Expected calls of each operation per batch, for ``plan``."""
+        return {self.operation: 1.0}
+
+    @abstractmethod
+    async def process(self, batch: Batch, aws: Caller) -> list[Outcome]:
+        """Make the calls for one batch and return one outcome per item.
+
+        A ``CallError`` raised here fails the whole batch: the engine splits it when its code is
+        in ``split_codes``, else records every item as failed with it.
+        """
+
+
+def job_names() -> list[str]:
+    import jobs
+
+    return sorted(
+        module.name.replace("_", "-")
+        for module in pkgutil.iter_modules(jobs.__path__)
+        if not module.name.startswith("_")
+    )
+
+
+def load_job_class(name: str) -> type[Job]:
+    from .errors import UsageError
+
+    if name not in job_names():
+        raise UsageError(f"unknown job {name!r}; jobs: {', '.join(job_names())}")
+    module = importlib.import_module(f"jobs.{name.replace('-', '_')}")
+    job: type[Job] = module.JOB
+    return job

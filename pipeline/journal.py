@@ -1,0 +1,256 @@
+"""The journal: one writer task owns every write of outcomes.
+
+Outcomes arrive batch by batch on a stream; the writer buffers them and flushes a part file
+(``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed)
+every ``flush_rows`` rows or ``flush_s`` seconds, then the checkpoint. Part files are the
+checkpoint's truth: a renamed part is complete, so a resumed run counts every part on disk.
+
+The final files keep, for each item, its latest outcome (parts are numbered in order), so a
+redriven item that succeeds leaves ``failures.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+import polars as pl
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .job import Failure, Outcome, Success
+from .rundir import RunDir, utc_now, write_atomic, write_json
+
+KEY = ["instance_id", "item_key"]
+TIMESTAMP = pl.Datetime("us", "UTC")
+ENGINE_RESULT_SCHEMA: dict[str, Any] = {
+    "instance_id": pl.String,
+    "item_key": pl.String,
+    "input_row": pl.Int64,
+    "batch_id": pl.String,
+    "attempts": pl.Int64,
+    "completed_at": TIMESTAMP,
+}
+FAILURE_SCHEMA: dict[str, Any] = {
+    "item_key": pl.String,
+    "instance_id": pl.String,
+    "input_row": pl.Int64,
+    "error_code": pl.String,
+    "error_message": pl.String,
+    "http_status": pl.Int64,
+    "retryable": pl.Boolean,
+    "attempts": pl.Int64,
+    "batch_id": pl.String,
+    "failed_at": TIMESTAMP,
+}
+_PART = re.compile(r"^(results|failures)-(\d{6})\.parquet$")
+
+
+def result_schema(job_schema: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(job_schema) | {k: v for k, v in ENGINE_RESULT_SCHEMA.items() if k not in job_schema}
+
+
+@dataclass(slots=True)
+class Counts:
+    succeeded: int = 0
+    failed: int = 0
+    # of this execution only, for --max-failure-rate
+    finished_now: int = 0
+    failed_now: int = 0
+
+
+class Journal:
+    def __init__(
+        self,
+        rundir: RunDir,
+        job_schema: Mapping[str, Any],
+        *,
+        flush_rows: int = 2000,
+        flush_s: float = 2.0,
+    ) -> None:
+        self.rundir = rundir
+        self.schema = result_schema(job_schema)
+        self.flush_rows = flush_rows
+        self.flush_s = flush_s
+        self.counts = Counts()
+        self.calls: dict[str, dict[str, int]] = {}
+        self._results: list[dict[str, Any]] = []
+        self._failures: list[dict[str, Any]] = []
+        self._next_part = 1 + max((n for _, n in self._parts()), default=0)
+        self.redrive = False
+
+    # -- reading what is on disk ------------------------------------------------------------
+
+    def _parts(self) -> list[tuple[str, int]]:
+        found = []
+        for path in self.rundir.parts.glob("*.parquet"):
+            match = _PART.match(path.name)
+            if match:
+                found.append((match.group(1), int(match.group(2))))
+        return sorted(found, key=lambda p: p[1])
+
+    def _scan(self, kind: str, schema: Mapping[str, Any]) -> pl.LazyFrame:
+        frames = [
+            pl.scan_parquet(self.rundir.parts / f"{k}-{n:06d}.parquet").with_columns(
+                pl.lit(n, dtype=pl.Int64).alias("_part")
+            )
+            for k, n in self._parts()
+            if k == kind
+        ]
+        if not frames:
+            empty = pl.DataFrame(schema=dict(schema) | {"_part": pl.Int64})
+            return empty.lazy()
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    def latest(self) -> pl.DataFrame:
+        """Per item ever written: its latest outcome (``ok``, ``retryable``)."""
+        results = self._scan("results", self.schema).select(
+            *KEY, "_part", pl.lit(True).alias("ok"), pl.lit(False).alias("retryable")
+        )
+        failures = self._scan("failures", FAILURE_SCHEMA).select(
+            *KEY, "_part", pl.lit(False).alias("ok"), "retryable"
+        )
+        return (
+            pl.concat([results, failures])
+            .sort("_part")
+            .group_by(KEY)
+            .agg(pl.all().last())
+            .collect()
+        )
+
+    def load(self) -> pl.DataFrame:
+        """Read the state left by earlier executions; returns ``latest()``."""
+        if self.rundir.checkpoint.is_file():
+            checkpoint = json.loads(self.rundir.checkpoint.read_text())
+            self.calls = checkpoint.get("calls", {})
+        latest = self.latest()
+        self.counts.succeeded = int(latest["ok"].sum())
+        self.counts.failed = latest.height - self.counts.succeeded
+        return latest
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def record(self, batch_id: str, outcomes: list[Outcome]) -> None:
+        now = utc_now()
+        for outcome in outcomes:
+            item = outcome.item
+            if self.redrive:
+                self.counts.failed -= 1  # it was a failure; this outcome replaces it
+            self.counts.finished_now += 1
+            if isinstance(outcome, Success):
+                self.counts.succeeded += 1
+                self._results.append(
+                    dict(outcome.row)
+                    | {
+                        "item_key": item.item_key,
+                        "instance_id": item.instance_id,
+                        "input_row": item.input_row,
+                        "batch_id": batch_id,
+                        "attempts": outcome.attempts,
+                        "completed_at": now,
+                    }
+                )
+            elif isinstance(outcome, Failure):
+                self.counts.failed += 1
+                self.counts.failed_now += 1
+                error = outcome.error
+                self._failures.append({
+                    "item_key": item.item_key,
+                    "instance_id": item.instance_id,
+                    "input_row": item.input_row,
+                    "error_code": error.code,
+                    "error_message": error.message,
+                    "http_status": error.http_status,
+                    "retryable": error.retryable,
+                    "attempts": error.attempts,
+                    "batch_id": batch_id,
+                    "failed_at": now,
+                })
+
+    @property
+    def buffered(self) -> int:
+        return len(self._results) + len(self._failures)
+
+    def flush(self, calls: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        if calls is not None:
+            self.calls = {op: dict(v) for op, v in calls.items()}
+        if self._results or self._failures:
+            number = self._next_part
+            self._next_part += 1
+            if self._results:
+                frame = pl.DataFrame(self._results, schema=self.schema)
+                self._write_part(f"results-{number:06d}.parquet", frame)
+            if self._failures:
+                frame = pl.DataFrame(self._failures, schema=FAILURE_SCHEMA)
+                self._write_part(f"failures-{number:06d}.parquet", frame)
+            self._results, self._failures = [], []
+        write_json(self.rundir.checkpoint, {
+            "parts": [f"{k}-{n:06d}.parquet" for k, n in self._parts()],
+            "calls": self.calls,
+            "updated_at": utc_now(),
+        })
+
+    def _write_part(self, name: str, frame: pl.DataFrame) -> None:
+        write_atomic(self.rundir.parts / name, lambda tmp: frame.write_parquet(tmp))
+
+    async def run(
+        self,
+        receive: MemoryObjectReceiveStream[tuple[str, list[Outcome]]],
+        calls: Any,
+    ) -> None:
+        """The writer task: record what arrives, flush by size or age, flush at the end."""
+        last = time.monotonic()
+        async with receive:
+            while True:
+                timeout = max(0.0, self.flush_s - (time.monotonic() - last))
+                message = None
+                with anyio.move_on_after(timeout):
+                    try:
+                        message = await receive.receive()
+                    except anyio.EndOfStream:
+                        break
+                if message is not None:
+                    self.record(*message)
+                if self.buffered >= self.flush_rows or time.monotonic() - last >= self.flush_s:
+                    await anyio.to_thread.run_sync(self.flush, calls())
+                    last = time.monotonic()
+        await anyio.to_thread.run_sync(self.flush, calls())
+
+    # -- the final files ----------------------------------------------------------------------
+
+    def finalize(self) -> tuple[int, int]:
+        """Write ``results.parquet`` and ``failures.parquet``: each item's latest outcome."""
+        latest = self.latest().select(*KEY, "_part", "ok")
+        results = (
+            self._scan("results", self.schema)
+            .join(latest.lazy().filter("ok").select(*KEY, "_part"), on=[*KEY, "_part"])
+            .unique(KEY, keep="last")
+            .drop("_part")
+            .sort("input_row")
+            .collect()
+        )
+        failures = (
+            self._scan("failures", FAILURE_SCHEMA)
+            .join(latest.lazy().filter(~pl.col("ok")).select(*KEY, "_part"), on=[*KEY, "_part"])
+            .unique(KEY, keep="last")
+            .drop("_part")
+            .sort("input_row")
+            .collect()
+        )
+        results = results.select(list(self.schema)) if results.height else pl.DataFrame(
+            schema=self.schema)
+        failures = failures.select(list(FAILURE_SCHEMA)) if failures.height else pl.DataFrame(
+            schema=FAILURE_SCHEMA)
+        write_atomic(self.rundir.results, lambda tmp: results.write_parquet(tmp))
+        write_atomic(self.rundir.failures, lambda tmp: failures.write_parquet(tmp))
+        return results.height, failures.height
+
+
+def elapsed_since(started: datetime) -> float:
+    return math.floor((utc_now() - started).total_seconds() * 10) / 10

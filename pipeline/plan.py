@@ -1,0 +1,118 @@
+"""From the job's items to batches: de-duplication, grouping per instance into calls of at most
+``batch_size`` items, stable batch ids, and the figures ``plan`` prints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from .job import Batch, Item, Job
+
+ENGINE_COLUMNS = ("item_key", "instance_id", "region", "account_id", "input_row")
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    items: pl.DataFrame  # unique items with batch_id, in batch order
+    rows_total: int
+    rows_rejected: int
+    rows_duplicate: int
+
+    @property
+    def items_total(self) -> int:
+        return self.items.height
+
+
+def deduplicate(items: pl.DataFrame) -> pl.DataFrame:
+    """One row per (instance_id, item_key): the first in the input."""
+    return items.sort("input_row").unique(["instance_id", "item_key"], keep="first",
+                                         maintain_order=True)
+
+
+def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
+    """Group per instance, in input order, ``batch_size`` items a batch: the fewest calls.
+
+    A batch id is ``<instance_id>#<n>``, the n-th chunk of that instance's items in input order,
+    so the same input always gives the same batches and a resumed run can trust them.
+    """
+    ordered = items.sort("instance_id", "input_row")
+    chunk = (pl.int_range(pl.len()).over("instance_id") // batch_size).cast(pl.Int64)
+    return ordered.with_columns(
+        (pl.col("instance_id") + "#" + chunk.cast(pl.String).str.zfill(5)).alias("batch_id")
+    ).sort("batch_id", "input_row")
+
+
+def plan(job: Job, items: pl.DataFrame, *, rows_total: int, rows_rejected: int) -> Planned:
+    unique = deduplicate(items)
+    return Planned(
+        items=assign_batches(unique, job.batch_size),
+        rows_total=rows_total,
+        rows_rejected=rows_rejected,
+        rows_duplicate=items.height - unique.height,
+    )
+
+
+def iter_batches(items: pl.DataFrame) -> Iterator[Batch]:
+    """Batches of ``items`` (which carry ``batch_id``), built one at a time."""
+    if items.is_empty():
+        return
+    data_columns = [c for c in items.columns if c not in (*ENGINE_COLUMNS, "batch_id")]
+    for (batch_id,), frame in items.group_by("batch_id", maintain_order=True):
+        rows = frame.to_dicts()
+        first = rows[0]
+        yield Batch(
+            batch_id=str(batch_id),
+            instance_id=first["instance_id"],
+            region=first["region"],
+            account_id=first["account_id"],
+            items=tuple(
+                Item(
+                    item_key=row["item_key"],
+                    instance_id=row["instance_id"],
+                    region=row["region"],
+                    account_id=row["account_id"],
+                    input_row=row["input_row"],
+                    data={c: row[c] for c in data_columns},
+                )
+                for row in rows
+            ),
+        )
+
+
+def calls_by_scope(job: Job, items: pl.DataFrame) -> pl.DataFrame:
+    """Batches per (account, region): what each rate limiter will see."""
+    return (
+        items.group_by("account_id", "region")
+        .agg(pl.col("batch_id").n_unique().alias("batches"), pl.len().alias("items"))
+        .sort("account_id", "region", nulls_last=True)
+    )
+
+
+def estimate(job: Job, items: pl.DataFrame, *, rate: float, burst: float) -> dict[str, Any]:
+    """Calls per operation, and the time the rate limits alone need.
+
+    Limiters are per (operation, account, region) and run side by side, so the estimate is the
+    slowest of them: ``(calls - burst) / rate``.
+    """
+    scopes = calls_by_scope(job, items)
+    per_call: Mapping[str, float] = job.calls_per_batch()
+    calls = dict.fromkeys(per_call, 0)
+    slowest = 0.0
+    for scope in scopes.iter_rows(named=True):
+        for op, factor in per_call.items():
+            n = math.ceil(scope["batches"] * factor)
+            calls[op] += n
+            slowest = max(slowest, max(0.0, n - burst) / rate)
+    return {
+        "calls": calls,
+        "estimated_s": round(slowest, 1),
+        "scopes": [
+            {"account_id": s["account_id"], "region": s["region"], "items": s["items"],
+             "batches": s["batches"]}
+            for s in scopes.iter_rows(named=True)
+        ],
+    }
