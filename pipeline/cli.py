@@ -416,5 +416,23 @@ def sandbox(
     click.echo("sandbox stopped", err=True)
 
 
+@cli.command()
+@click.option("--rows", default=3000, show_default=True, type=click.IntRange(3, 200_000),
+              help="Phone numbers in the demo world.")
+@click.option("--out", default="data/runs", show_default=True, type=click.Path(file_okay=False))
+@output_options
+@edge
+def demo(*, rows: int, out: str, log_format: str | None, progress: bool | None) -> None:
+    """Start a sandbox in-process, seed it, write sample inputs, run the jobs against it, and
+    print where the outputs are."""
+    from .sandbox.demo import run_demo
+
+    fmt, bar = _output(log_format, progress)
+    code = run_demo(rows=rows, out=out, progress=bar, log_format=fmt,
+                    echo=lambda text: click.echo(text, err=True))
+    # The demo's failures and rejects are on purpose: it succeeded if the run finished.
+    sys.exit(0 if code in (0, 1) else code)
+
+
 def main() -> None:
     cli(prog_name="connect-bulk")

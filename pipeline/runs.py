@@ -4,6 +4,7 @@ CLI turns them into messages and exit codes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -240,16 +241,43 @@ def _execute(rundir: RunDir, job: Job, options: RunOptions, *, mode: str) -> int
         journal.finalize()
         state = _final_state(stop, report.counts())
         summary = report.write(state, calls, finished=True)
-        events.emit("run_finished", level="info" if state == "succeeded" else "warning",
+        quiet = state in ("succeeded", "completed_with_failures")
+        events.emit("run_finished", level="info" if quiet else "warning",
                     message=_closing_line(summary, stop), **{
                         k: summary[k] for k in ("state", "items_succeeded", "items_failed",
                                                 "items_pending", "rows_rejected")
                     })
+        _print_summary(summary, rundir, options.log_format)
         return EXIT_CODES[state] if not (state == "succeeded" and summary["rows_rejected"]) \
             else 1
     finally:
         events.close()
         rundir.unlock()
+
+
+def _print_summary(summary: dict[str, Any], rundir: RunDir, log_format: str) -> None:
+    """The closing report on stdout: JSON for machines, a few lines for people."""
+    if log_format == "json":
+        print(json.dumps(summary), flush=True)  # noqa: T201
+        return
+    lines = [
+        f"{summary['state']} in {summary['elapsed_s']}s",
+        f"  items    {summary['items_total']}: {summary['items_succeeded']} succeeded, "
+        f"{summary['items_failed']} failed, {summary['items_pending']} pending",
+        f"  rows     {summary['rows_total']}: {summary['rows_rejected']} rejected, "
+        f"{summary['rows_duplicate']} duplicates",
+    ]
+    lines += [
+        f"  calls    {op}: {c['made']} made, {c['throttled']} throttled, {c['retried']} "
+        f"retried, {c['errors']} errors"
+        for op, c in summary["calls"].items()
+    ]
+    lines += [
+        f"  results  {rundir.results}",
+        f"  failures {rundir.failures}",
+        f"  rejects  {rundir.rejects}",
+    ]
+    print("\n".join(lines), flush=True)  # noqa: T201
 
 
 def _final_state(stop: Stop, counts: dict[str, int]) -> str:

@@ -1,0 +1,114 @@
+"""``connect-bulk demo``: a sandbox in this process, a seeded world, a realistic messy input, and
+the jobs run against it, as a user would run them against AWS."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from .seed import SeedRequest, seed_world
+from .server import SandboxServer
+
+DEMO_REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox"}
+
+
+def _numbers(connect: Any, instance_id: str) -> list[dict[str, Any]]:
+    numbers: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"InstanceId": instance_id, "MaxResults": 1000}
+    while True:
+        page = connect.list_phone_numbers_v2(**kwargs)
+        numbers += page["ListPhoneNumbersSummaryList"]
+        if not page.get("NextToken"):
+            return numbers
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def flow_association_rows(
+    connect: Any, instances: list[dict[str, Any]], *, seed: int, messy: bool
+) -> list[dict[str, str]]:
+    """Input rows for every seeded number: IDs and ARNs mixed; with ``messy``, also duplicates,
+    bad rows, and numbers listed under an instance they are not claimed in."""
+    rng = random.Random(seed)
+    claimed = {i["id"]: _numbers(connect, i["id"]) for i in instances}
+    rows = [
+        {
+            "Instance": rng.choice([instance["id"], instance["arn"]]),
+            "Phone Number": rng.choice([number["PhoneNumberId"], number["PhoneNumberArn"]]),
+        }
+        for instance in instances
+        for number in claimed[instance["id"]]
+    ]
+    if messy and rows:
+        rows += [dict(rng.choice(rows)) for _ in range(max(1, len(rows) // 100))]
+        first, second = instances[0], instances[-1]
+        if first is not second:
+            for number in claimed[second["id"]][:3]:
+                rows.append({"Instance": first["id"], "Phone Number": number["PhoneNumberId"]})
+        rows += [
+            {"Instance": "not-an-instance", "Phone Number": rows[0]["Phone Number"]},
+            {"Instance": first["arn"], "Phone Number": ""},
+            {"Instance": first["id"], "Phone Number": "+1 (555) 010-0000"},
+        ]
+        rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["Instance", "Phone Number"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any) -> int:
+    from ..aws import AwsSettings
+    from ..rundir import utc_now
+    from ..runs import RunOptions, start
+
+    instances = 3
+    os.environ.update(CREDENTIALS)  # the sandbox takes any credentials; never send real ones
+    with SandboxServer() as sandbox:
+        echo(f"sandbox listening on {sandbox.url}")
+        world = seed_world(SeedRequest(
+            region=DEMO_REGION, instances=instances,
+            numbers_per_instance=max(1, rows // instances), flows_per_instance=4,
+            associated_fraction=0.8, seed=2026,
+        ))
+        echo(f"seeded {len(world['instances'])} instances with {world['numbers']} claimed "
+             f"numbers, {world['associated']} of them associated with a flow")
+        connect = boto3.client(
+            "connect", endpoint_url=sandbox.url, region_name=DEMO_REGION,
+            aws_access_key_id="sandbox", aws_secret_access_key="sandbox",
+        )
+        input_path = write_csv(
+            Path("data/demo/flow-associations.csv"),
+            flow_association_rows(connect, world["instances"], seed=2026, messy=True),
+        )
+        echo(f"wrote {input_path} (IDs and ARNs mixed, some duplicates, a few bad rows, "
+             "a few numbers listed under the wrong instance)")
+        stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+        options = RunOptions(
+            out=out,
+            run_id=f"demo-flow-associations-{stamp}",
+            aws=AwsSettings(endpoint_url=sandbox.url, region=DEMO_REGION, rate=10.0,
+                            burst=5.0, concurrency=8),
+            log_format=log_format,
+            progress=progress,
+            yes=True,
+        )
+        echo(f"running flow-associations at --rate {options.aws.rate} against the sandbox")
+        code = start("flow-associations", input_path, {}, options)
+        run_dir = Path(out) / str(options.run_id)
+        echo("")
+        echo(f"outputs in {run_dir}/: results.parquet, failures.parquet, rejects.parquet, "
+             "summary.json, events.jsonl")
+        echo(f"  connect-bulk status {run_dir}")
+    return code
