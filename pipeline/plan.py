@@ -46,8 +46,16 @@ def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
     ).sort("batch_id", "input_row")
 
 
+def scope_instances(items: pl.DataFrame) -> pl.DataFrame:
+    """An instance named once by ARN is in that ARN's account and region on every row."""
+    return items.with_columns(
+        pl.col(name).fill_null(pl.col(name).drop_nulls().first().over("instance_id"))
+        for name in ("region", "account_id")
+    )
+
+
 def plan(job: Job, items: pl.DataFrame, *, rows_total: int, rows_rejected: int) -> Planned:
-    unique = deduplicate(items)
+    unique = deduplicate(scope_instances(items))
     return Planned(
         items=assign_batches(unique, job.batch_size),
         rows_total=rows_total,

@@ -18,7 +18,7 @@ import polars as pl
 from . import __version__
 from .aws import AwsSettings, Caller, OperationStats
 from .engine import Engine, Limits, Stop
-from .errors import UsageError
+from .errors import CallError, UsageError
 from .events import EventLog
 from .inputs import read_input, rejects_frame, sha256_of
 from .job import Job, load_job_class
@@ -347,7 +347,14 @@ async def _run_async(
     stats = {op: OperationStats(**v) for op, v in journal.calls.items()}
     async with Caller(options.aws, stats=stats) as caller:
         if pending.height:
-            pending = await _fill_scope(pending, caller)
+            try:
+                pending = await _fill_scope(pending, caller)
+            except CallError as error:
+                stop = Stop()
+                stop("aborted", f"cannot tell the caller's account (STS GetCallerIdentity): "
+                     f"{error.code}: {error.message}")
+                events.emit("aborted", level="error", message=stop.message)
+                return stop, caller.stats_json()
         progress = _progress(options, pending.height, caller)
         engine = Engine(
             job=job, caller=caller, journal=journal, events=events,

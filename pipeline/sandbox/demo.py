@@ -112,3 +112,36 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
              "summary.json, events.jsonl")
         echo(f"  connect-bulk status {run_dir}")
     return code
+
+
+# The world the committed samples in data/ belong to; the README starts it with
+#   connect-bulk sandbox --seed-instances 2 --seed-numbers-per-instance 50 --seed-random 7
+SAMPLE_WORLD = SeedRequest(region=DEMO_REGION, instances=2, numbers_per_instance=50,
+                           flows_per_instance=3, associated_fraction=0.8, seed=7)
+
+
+def write_samples(data_dir: Path) -> list[Path]:
+    """(Re)write ``data/sample-flow-associations.{csv,parquet}`` from the sample world."""
+    import polars as pl
+    from moto.core.base_backend import BackendDict
+
+    with SandboxServer() as sandbox:
+        BackendDict.reset()
+        world = seed_world(SAMPLE_WORLD)
+        connect = boto3.client(
+            "connect", endpoint_url=sandbox.url, region_name=DEMO_REGION,
+            aws_access_key_id="sandbox", aws_secret_access_key="sandbox",
+        )
+        messy = flow_association_rows(connect, world["instances"], seed=7, messy=True)
+        clean = flow_association_rows(connect, world["instances"], seed=7, messy=False)
+    csv_path = write_csv(data_dir / "sample-flow-associations.csv", messy)
+    parquet_path = data_dir / "sample-flow-associations.parquet"
+    pl.DataFrame(clean).rename(
+        {"Instance": "instance_id", "Phone Number": "phone_number"}
+    ).write_parquet(parquet_path)
+    return [csv_path, parquet_path]
+
+
+if __name__ == "__main__":
+    for written in write_samples(Path("data")):
+        print(f"wrote {written}")  # noqa: T201
