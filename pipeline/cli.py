@@ -222,6 +222,10 @@ cli.add_command(JobGroup("run", action="run", help="Start a run of JOB over INPU
 cli.add_command(JobGroup("plan", action="plan", help="Validate and plan only: no AWS call."))
 
 
+DEADLINE = click.option(
+    "--deadline", default=None, envvar="CONNECT_BULK_DEADLINE",
+    help="Stop starting calls after a duration (45m) or at a UTC time (05:30).",
+)
 _output_options = [
     click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
                  envvar="CONNECT_BULK_LOG_FORMAT",
@@ -248,13 +252,15 @@ RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=P
 @cli.command()
 @RUN_DIR
 @output_options
+@DEADLINE
 @edge
-def resume(*, run_dir: Path, log_format: str | None, progress: bool | None) -> None:
-    """Continue an interrupted run with the options it was started with."""
+def resume(*, run_dir: Path, log_format: str | None, progress: bool | None,
+           deadline: str | None) -> None:
+    """Continue an interrupted run with the options it was started with (but its deadline)."""
     from .runs import resume as resume_run
 
     fmt, bar = _output(log_format, progress)
-    sys.exit(resume_run(run_dir, log_format=fmt, progress=bar))
+    sys.exit(resume_run(run_dir, log_format=fmt, progress=bar, deadline=deadline))
 
 
 @cli.command()
@@ -262,14 +268,16 @@ def resume(*, run_dir: Path, log_format: str | None, progress: bool | None) -> N
 @click.option("--all", "everything", is_flag=True,
               help="Every failed item, not only the retryable ones.")
 @output_options
+@DEADLINE
 @edge
 def retry(*, run_dir: Path, everything: bool, log_format: str | None,
-          progress: bool | None) -> None:
+          progress: bool | None, deadline: str | None) -> None:
     """Redrive the items whose final state is a retryable failure."""
     from .runs import retry as retry_run
 
     fmt, bar = _output(log_format, progress)
-    sys.exit(retry_run(run_dir, everything=everything, log_format=fmt, progress=bar))
+    sys.exit(retry_run(run_dir, everything=everything, log_format=fmt, progress=bar,
+                       deadline=deadline))
 
 
 @cli.command()

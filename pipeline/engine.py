@@ -61,6 +61,8 @@ class Engine:
         self.events = events
         self.limits = limits
         self.stop = Stop()
+        self.finished = 0  # items finished by this execution, for --max-failure-rate
+        self.failed = 0
         self._slots = anyio.Semaphore(concurrency)
         self._on_progress = on_progress or (lambda _n: None)
 
@@ -134,15 +136,15 @@ class Engine:
                 return
             outcomes = [Failure(item, error) for item in batch.items]
         await send.send((batch.batch_id, outcomes))
+        self.finished += len(outcomes)
+        self.failed += sum(isinstance(o, Failure) for o in outcomes)
         self._on_progress(len(outcomes))
         self._check_failure_rate()
 
     def _check_failure_rate(self) -> None:
         limit = self.limits.max_failure_rate
-        counts = self.journal.counts
-        finished = counts.finished_now
-        if limit is None or finished < MIN_ITEMS_FOR_FAILURE_RATE:
+        if limit is None or self.finished < MIN_ITEMS_FOR_FAILURE_RATE:
             return
-        if counts.failed_now / finished > limit:
-            self.stop("aborted", f"failure rate {counts.failed_now / finished:.1%} of {finished} "
-                      f"finished items is over --max-failure-rate {limit:.1%}")
+        if self.failed / self.finished > limit:
+            self.stop("aborted", f"failure rate {self.failed / self.finished:.1%} of "
+                      f"{self.finished} finished items is over --max-failure-rate {limit:.1%}")

@@ -60,9 +60,6 @@ def result_schema(job_schema: Mapping[str, Any]) -> dict[str, Any]:
 class Counts:
     succeeded: int = 0
     failed: int = 0
-    # of this execution only, for --max-failure-rate
-    finished_now: int = 0
-    failed_now: int = 0
 
 
 class Journal:
@@ -142,7 +139,6 @@ class Journal:
             item = outcome.item
             if self.redrive:
                 self.counts.failed -= 1  # it was a failure; this outcome replaces it
-            self.counts.finished_now += 1
             if isinstance(outcome, Success):
                 self.counts.succeeded += 1
                 self._results.append(
@@ -158,7 +154,6 @@ class Journal:
                 )
             elif isinstance(outcome, Failure):
                 self.counts.failed += 1
-                self.counts.failed_now += 1
                 error = outcome.error
                 self._failures.append({
                     "item_key": item.item_key,

@@ -156,7 +156,8 @@ def start(job_name: str, input_path: Path, job_options: dict[str, Any],
                 f"{rundir.path} was started with another input (sha256 "
                 f"{run['input']['sha256'][:12]}…); use another --run-id"
             )
-        return resume(rundir.path, log_format=options.log_format, progress=options.progress)
+        return resume(rundir.path, log_format=options.log_format, progress=options.progress,
+                      deadline=options.deadline)
     prepared = prepare(job, input_path)
     items = prepared.planned.items
     if items.filter(pl.col("region").is_null()).height and not default_region(options.aws):
@@ -192,18 +193,27 @@ def _load(run_dir: Path) -> tuple[RunDir, dict[str, Any]]:
     return rundir, run
 
 
-def resume(run_dir: Path, *, log_format: str = "text", progress: bool = False) -> int:
+def _continued_options(run: dict[str, Any], **overrides: Any) -> RunOptions:
+    """The options a run started with, for resume and retry. A deadline belongs to the
+    execution it stopped, not to the run: a resumed run has none unless given one again."""
+    return RunOptions.from_json(run["options"], **({"deadline": None} | overrides))
+
+
+def resume(run_dir: Path, *, log_format: str = "text", progress: bool = False,
+           deadline: str | None = None) -> int:
     rundir, run = _load(run_dir)
-    options = RunOptions.from_json(run["options"], log_format=log_format, progress=progress)
+    options = _continued_options(run, log_format=log_format, progress=progress,
+                                 deadline=deadline)
     job = load_job_class(run["job"])(**run["job_options"])
     rundir.lock()
     return _execute(rundir, job, options, mode="resume")
 
 
 def retry(run_dir: Path, *, everything: bool, log_format: str = "text",
-          progress: bool = False) -> int:
+          progress: bool = False, deadline: str | None = None) -> int:
     rundir, run = _load(run_dir)
-    options = RunOptions.from_json(run["options"], log_format=log_format, progress=progress)
+    options = _continued_options(run, log_format=log_format, progress=progress,
+                                 deadline=deadline)
     job = load_job_class(run["job"])(**run["job_options"])
     rundir.lock()
     return _execute(rundir, job, options, mode="retry-all" if everything else "retry")
