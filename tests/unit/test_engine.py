@@ -1,0 +1,157 @@
+"""The engine with a fake job: splitting, failures, fatal stops, concurrency, failure rate.
+No AWS and no clock: the fake job answers at once and records what it was asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import polars as pl
+import pytest
+
+from pipeline.engine import Engine, Limits
+from pipeline.errors import ClientFault, FatalError, ServerError
+from pipeline.events import EventLog
+from pipeline.job import Batch, Failure, Item, Job, Normalized, Outcome, Success
+from pipeline.journal import Journal
+from pipeline.rundir import RunDir
+from tests.cli.world import split_calls
+
+
+class SpyJob(Job):
+    name = "spy"
+    summary = "records its calls"
+    columns = ()
+    operation = "Spy"
+    batch_size = 100
+    split_codes = frozenset({"ResourceNotFoundException"})
+    result_schema: ClassVar[dict[str, Any]] = {"instance_id": pl.String}
+
+    def __init__(self, bad: frozenset[str] = frozenset(), error: type = ClientFault,
+                 code: str = "ResourceNotFoundException") -> None:
+        super().__init__()
+        self.bad = bad
+        self.error = error
+        self.code = code
+        self.calls: list[int] = []
+        self.running = 0
+        self.max_running = 0
+
+    def normalize(self, frame: pl.DataFrame) -> Normalized:  # pragma: no cover - unused
+        raise NotImplementedError
+
+    async def process(self, batch: Batch, aws: Any) -> list[Outcome]:
+        self.calls.append(len(batch.items))
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        await anyio.wait_all_tasks_blocked()
+        self.running -= 1
+        if any(item.item_key in self.bad for item in batch.items):
+            raise self.error(self.code, "refused", http_status=404)
+        return [Success(item, {"instance_id": item.instance_id}, 1) for item in batch.items]
+
+
+class FakeCaller:
+    def stats_json(self) -> dict[str, dict[str, int]]:
+        return {}
+
+
+def _batches(sizes: list[int]) -> list[Batch]:
+    batches, serial = [], 0
+    for b, size in enumerate(sizes):
+        items = []
+        for _ in range(size):
+            serial += 1
+            items.append(Item(f"k{serial}", "i", "us-east-1", "1", serial))
+        batches.append(Batch(f"i#{b}", "i", "us-east-1", "1", tuple(items)))
+    return batches
+
+
+def _run(tmp_path: Path, job: SpyJob, batches: list[Batch], **limits: Any) -> tuple[Any, Journal]:
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    journal = Journal(rundir, job.result_schema, flush_rows=10_000)
+    events = EventLog(run_id="t", log_format="json", path=tmp_path / "events.jsonl")
+    concurrency = limits.pop("concurrency", 4)
+    engine = Engine(job=job, caller=FakeCaller(), journal=journal,  # type: ignore[arg-type]
+                    events=events, limits=Limits(**limits), concurrency=concurrency)
+    try:
+        stop = anyio.run(engine.run, batches)
+    finally:
+        events.close()
+    return stop, journal
+
+
+def test_a_batch_refused_for_one_item_is_halved_until_it_stands_alone(tmp_path: Path) -> None:
+    job = SpyJob(bad=frozenset({"k37"}))
+    stop, journal = _run(tmp_path, job, _batches([100]))
+    assert stop.reason is None
+    assert job.calls[0] == 100
+    assert len(job.calls) == split_calls(100, {36})
+    assert job.calls.count(1) == 3
+    assert (journal.counts.succeeded, journal.counts.failed) == (99, 1)
+    journal.finalize()
+    failures = pl.read_parquet(journal.rundir.failures)
+    assert failures["item_key"].to_list() == ["k37"]
+    assert failures["batch_id"].item().startswith("i#0.")
+
+
+def test_an_error_outside_split_codes_fails_the_whole_batch(tmp_path: Path) -> None:
+    job = SpyJob(bad=frozenset({"k3"}), code="AccessDeniedException")
+    _, journal = _run(tmp_path, job, _batches([10, 10]))
+    assert job.calls == [10, 10]
+    assert (journal.counts.succeeded, journal.counts.failed) == (10, 10)
+
+
+def test_transient_errors_that_reach_the_engine_are_retryable_failures(tmp_path: Path) -> None:
+    job = SpyJob(bad=frozenset({"k1"}), error=ServerError, code="InternalServiceException")
+    _, journal = _run(tmp_path, job, _batches([5]))
+    journal.finalize()
+    failures = pl.read_parquet(journal.rundir.failures)
+    assert failures.height == 5 and all(failures["retryable"])
+
+
+def test_a_fatal_error_stops_the_run_and_records_nothing_for_it(tmp_path: Path) -> None:
+    job = SpyJob(bad=frozenset({"k1"}), error=FatalError, code="ExpiredToken")
+    stop, journal = _run(tmp_path, job, _batches([5, 5, 5]), concurrency=1)
+    assert stop.reason == "aborted"
+    assert journal.counts.failed == 0  # its items stay pending for resume
+    assert len(job.calls) == 1
+
+
+def test_no_more_batches_in_flight_than_the_concurrency(tmp_path: Path) -> None:
+    job = SpyJob()
+    _run(tmp_path, job, _batches([3] * 40), concurrency=3)
+    assert len(job.calls) == 40
+    assert 1 < job.max_running <= 3
+
+
+@pytest.mark.parametrize(("limit", "aborted"), [(0.5, True), (0.99, False)])
+def test_failure_rate_counts_only_after_200_items(tmp_path: Path, limit: float,
+                                                 aborted: bool) -> None:
+    # Batches 1, 2, 4, 5, 7, 8 fail as a whole: 50% after 200 items, 67% after 300.
+    bad = frozenset(f"k{i}" for i in range(1, 1001) if (i - 1) // 100 % 3 != 0)
+    job = SpyJob(bad=bad, error=ServerError, code="InternalServiceException")
+    stop, journal = _run(tmp_path, job, _batches([100] * 10), concurrency=1,
+                         max_failure_rate=limit)
+    assert (stop.reason == "aborted") is aborted
+    if aborted:
+        assert journal.counts.failed == 200  # 50% at 200 is not over; 67% at 300 is
+        assert len(job.calls) == 3
+    else:
+        assert len(job.calls) == 10
+
+
+def test_record_keeps_outcome_columns(tmp_path: Path) -> None:
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    journal = Journal(rundir, {"instance_id": pl.String})
+    item = Item("k", "i", "r", "a", 3)
+    journal.record("b", [Failure(item, ClientFault("X", "y", http_status=400, attempts=2))])
+    journal.flush({})
+    journal.finalize()
+    row = pl.read_parquet(rundir.failures).row(0, named=True)
+    assert (row["item_key"], row["input_row"], row["error_code"], row["http_status"],
+            row["attempts"], row["batch_id"], row["retryable"]) == ("k", 3, "X", 400, 2, "b",
+                                                                     False)
