@@ -36,7 +36,10 @@ class EventLog:
             self._file.close()
             self._file = None
 
-    def emit(self, event: str, *, level: str = "info", message: str = "", **fields: Any) -> None:
+    def emit(self, event: str, *, level: str = "info", message: str = "", console: bool = True,
+             **fields: Any) -> None:
+        """Log ``event``; ``console=False`` keeps a text-mode line off the console (the run's
+        file and JSON mode still get it)."""
         record = {"ts": iso(utc_now()), "level": level, "event": event, "run_id": self.run_id}
         if message:
             record["message"] = message
@@ -48,7 +51,7 @@ class EventLog:
                 self._file.flush()
             if self.log_format == "json":
                 print(line, file=self.stream, flush=True)
-            elif LEVELS[level] >= LEVELS["info"]:
+            elif console and LEVELS[level] >= LEVELS["info"]:
                 text = self._text(record)
                 if self.console is not None:
                     self.console.print(text, markup=False, highlight=False)

@@ -144,6 +144,9 @@ def plan_report(job: Job, input_path: Path, options: RunOptions) -> dict[str, An
 def start(job_name: str, input_path: Path, job_options: dict[str, Any],
           options: RunOptions) -> int:
     job = load_job_class(job_name)(**job_options)
+    if options.role_arn_template:
+        raise UsageError("--role-arn-template is not supported yet: run each account with its "
+                         "own --profile")
     now = utc_now()
     run_id = expand_run_id(options.run_id, job_name, now)
     rundir = RunDir(Path(options.out) / run_id)
@@ -252,7 +255,8 @@ def _execute(rundir: RunDir, job: Job, options: RunOptions, *, mode: str) -> int
         state = _final_state(stop, report.counts())
         summary = report.write(state, calls, finished=True)
         quiet = state in ("succeeded", "completed_with_failures")
-        events.emit("run_finished", level="info" if quiet else "warning",
+        # On a TTY the closing report on stdout says it all; the log line is for the file.
+        events.emit("run_finished", level="info" if quiet else "warning", console=not quiet,
                     message=_closing_line(summary, stop), **{
                         k: summary[k] for k in ("state", "items_succeeded", "items_failed",
                                                 "items_pending", "rows_rejected")
