@@ -38,8 +38,8 @@ class EventLog:
 
     def emit(self, event: str, *, level: str = "info", message: str = "", console: bool = True,
              **fields: Any) -> None:
-        """Log ``event``; ``console=False`` keeps a text-mode line off the console (the run's
-        file and JSON mode still get it)."""
+        """Log ``event`` to the run's file; to the console too unless ``console=False`` or it
+        is a debug event."""
         record = {"ts": iso(utc_now()), "level": level, "event": event, "run_id": self.run_id}
         if message:
             record["message"] = message
@@ -49,9 +49,11 @@ class EventLog:
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
+            if not console or LEVELS[level] < LEVELS["info"]:
+                return  # debug events are for the file only
             if self.log_format == "json":
                 print(line, file=self.stream, flush=True)
-            elif console and LEVELS[level] >= LEVELS["info"]:
+            else:
                 text = self._text(record)
                 if self.console is not None:
                     self.console.print(text, markup=False, highlight=False)

@@ -247,16 +247,17 @@ def _execute(rundir: RunDir, job: Job, options: RunOptions, *, mode: str) -> int
             "run_started", message=f"{mode} {run['job']}: {pending.height} items to do",
             mode=mode, items_pending=pending.height, run_dir=str(rundir.path),
         )
-        report = Report(rundir, run, journal, started)
-        report.write("running", {})
+        report = Report(rundir, run, journal, started, quiet_progress=options.progress)
+        report.write("running", journal.calls)
         stop, calls = anyio.run(_run_async, job, options, journal, events, pending, deadline,
                                 report)
         journal.finalize()
         state = _final_state(stop, report.counts())
         summary = report.write(state, calls, finished=True)
         quiet = state in ("succeeded", "completed_with_failures")
-        # On a TTY the closing report on stdout says it all; the log line is for the file.
-        events.emit("run_finished", level="info" if quiet else "warning", console=not quiet,
+        # In text mode the closing report on stdout says it all; the log line is for the file.
+        events.emit("run_finished", level="info" if quiet else "warning",
+                    console=not (quiet and options.log_format == "text"),
                     message=_closing_line(summary, stop), **{
                         k: summary[k] for k in ("state", "items_succeeded", "items_failed",
                                                 "items_pending", "rows_rejected")
@@ -317,8 +318,9 @@ class Report:
     """``summary.json``, rewritten while the run goes and at its end."""
 
     def __init__(self, rundir: RunDir, run: dict[str, Any], journal: Journal,
-                 started: datetime) -> None:
+                 started: datetime, *, quiet_progress: bool = False) -> None:
         self.rundir, self.run, self.journal, self.started = rundir, run, journal, started
+        self.quiet_progress = quiet_progress  # a progress bar shows it already
 
     def counts(self) -> dict[str, int]:
         fixed = self.run["counts"]
@@ -379,8 +381,10 @@ async def _run_async(
         async with anyio.create_task_group() as group:
             group.start_soon(_report_every, report, caller, events, 2.0)
             if progress:
+                events.console = progress.console  # log lines above the bar, not through it
                 with progress:
                     stop = await engine.run(iter_batches(pending))
+                events.console = None
             else:
                 stop = await engine.run(iter_batches(pending))
             group.cancel_scope.cancel()
@@ -389,14 +393,20 @@ async def _run_async(
         return stop, caller.stats_json()
 
 
-async def _report_every(report: Report, caller: Caller, events: EventLog, every_s: float) -> None:
+async def _report_every(report: Report, caller: Caller, events: EventLog, every_s: float,
+                        log_every: int = 5) -> None:
+    """Rewrite ``summary.json`` every ``every_s``; log a progress event every ``log_every``
+    rewrites (JSON logs show it, so a cron log says how far a long run got)."""
+    tick = 0
     while True:
         await anyio.sleep(every_s)
+        tick += 1
         summary = await anyio.to_thread.run_sync(report.write, "running", caller.stats_json())
-        events.emit("progress", level="debug", **{
-            k: summary[k] for k in ("items_succeeded", "items_failed", "items_pending",
-                                    "calls_per_s")
-        })
+        if tick % log_every == 0:
+            events.emit("progress", console=not report.quiet_progress, **{
+                k: summary[k] for k in ("items_succeeded", "items_failed", "items_pending",
+                                        "calls_per_s")
+            })
 
 
 async def _fill_scope(pending: pl.DataFrame, caller: Caller) -> pl.DataFrame:
