@@ -15,12 +15,18 @@ from typing import Any, ClassVar
 import click
 import polars as pl
 
-from pipeline.aws import Caller
-from pipeline.job import Batch, Column, Job, Normalized, Outcome, Success
+from pipeline.job import Batch, Column, Context, Job, Normalized, Outcome, Success
 
-UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-PARTITION = r"aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b"
-INSTANCE_ARN = rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):instance/({UUID})$"
+from ._instances import (
+    INSTANCE_COLUMN,
+    PARTITION,
+    UUID,
+    first_reason,
+    instance_reasons,
+    normalize_instances,
+    partition_of,
+)
+
 NUMBER_ARN = (
     rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):"
     rf"(?:instance/({UUID})/)?phone-number/({UUID})$"
@@ -29,43 +35,11 @@ E164_LIKE = r"^\+?[0-9 ().\-]{4,}$"
 RESOURCE_TYPES = ("VOICE_PHONE_NUMBER", "WHATSAPP_MESSAGING_PHONE_NUMBER")
 
 
-def partition_of(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
-def normalize_instances(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add ``_instance``, ``_inst_region``, ``_inst_account`` from ``instance_id``: a bare ID or
-    an instance ARN, lower-cased (IDs and ARNs of one instance are one instance)."""
-    raw = pl.col("instance_id")
-    return frame.with_columns(
-        pl.when(raw.str.contains(f"^{UUID}$"))
-        .then(raw.str.to_lowercase())
-        .otherwise(raw.str.extract(INSTANCE_ARN, 3).str.to_lowercase())
-        .alias("_instance"),
-        raw.str.extract(INSTANCE_ARN, 1).alias("_inst_region"),
-        raw.str.extract(INSTANCE_ARN, 2).alias("_inst_account"),
-    )
-
-
-def first_reason(*rules: tuple[pl.Expr, pl.Expr]) -> pl.Expr:
-    """The first rule whose condition holds gives the reject reason; null when none does."""
-    expr: Any = pl.when(rules[0][0]).then(rules[0][1])
-    for condition, reason in rules[1:]:
-        expr = expr.when(condition).then(reason)
-    result: pl.Expr = expr.otherwise(None).alias("reason")
-    return result
-
-
 class FlowAssociations(Job):
     name = "flow-associations"
     summary = "BatchGetFlowAssociation: which flow each phone number is associated with"
     columns = (
-        Column("instance_id", ("instance", "instance_arn", "instanceid"),
-               help="instance ID (UUID) or instance ARN"),
+        INSTANCE_COLUMN,
         Column("phone_number", ("phone_number_id", "phone_number_arn", "resource_id"),
                help="phone number ID (UUID) or phone number ARN"),
     )
@@ -113,13 +87,10 @@ class FlowAssociations(Job):
             number.str.extract(NUMBER_ARN, 3).str.to_lowercase().alias("_num_instance"),
         )
         inst, num = pl.col("_instance"), pl.col("_number")
-        quoted_instance = pl.lit("'") + pl.col("instance_id") + pl.lit("'")
         quoted_number = pl.lit("'") + number + pl.lit("'")
         both_scoped = pl.col("_inst_region").is_not_null() & pl.col("_num_region").is_not_null()
         frame = frame.with_columns(first_reason(
-            (pl.col("instance_id").is_null(), pl.lit("instance_id is empty")),
-            (inst.is_null(), pl.lit("instance_id ") + quoted_instance
-             + pl.lit(" is not an instance ID (UUID) or instance ARN")),
+            *instance_reasons(),
             (number.is_null(), pl.lit("phone_number is empty")),
             (num.is_null() & number.str.contains(E164_LIKE),
              pl.lit("phone_number ") + quoted_number
@@ -146,8 +117,8 @@ class FlowAssociations(Job):
         )
         return Normalized(items=items, rejects=rejects)
 
-    async def process(self, batch: Batch, aws: Caller) -> list[Outcome]:
-        answer = await aws.call(
+    async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:
+        answer = await ctx.aws.call(
             "connect", self.operation, region=batch.region, account=batch.account_id,
             InstanceId=batch.instance_id,
             ResourceIds=[item.item_key for item in batch.items],

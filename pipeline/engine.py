@@ -16,10 +16,9 @@ from datetime import datetime
 
 import anyio
 
-from .aws import Caller
 from .errors import CallError, FatalError
 from .events import EventLog
-from .job import Batch, Failure, Job, Outcome
+from .job import Batch, Context, Failure, Job, Outcome
 from .journal import Journal
 from .rundir import utc_now
 
@@ -48,7 +47,7 @@ class Engine:
         self,
         *,
         job: Job,
-        caller: Caller,
+        context: Context,
         journal: Journal,
         events: EventLog,
         limits: Limits,
@@ -56,14 +55,14 @@ class Engine:
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.job = job
-        self.caller = caller
+        self.context = context
         self.journal = journal
         self.events = events
         self.limits = limits
         self.stop = Stop()
         self.finished = 0  # items finished by this execution, for --max-failure-rate
         self.failed = 0
-        self._slots = anyio.Semaphore(concurrency)
+        self._slots = anyio.Semaphore(job.max_in_flight or concurrency)
         self._on_progress = on_progress or (lambda _n: None)
 
     async def run(self, batches: Iterable[Batch]) -> Stop:
@@ -72,7 +71,7 @@ class Engine:
         )
         self._watcher = anyio.CancelScope()
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self.journal.run, receive, self.caller.stats_json)
+            outer.start_soon(self.journal.run, receive, self.context.aws.stats_json)
             outer.start_soon(self._watch_signals)
             async with send, anyio.create_task_group() as work:
                 self._work = work
@@ -119,7 +118,7 @@ class Engine:
     async def _process(self, batch: Batch, send: anyio.abc.ObjectSendStream[
             tuple[str, list[Outcome]]]) -> None:
         try:
-            outcomes = await self.job.process(batch, self.caller)
+            outcomes = await self.job.process(batch, self.context)
         except FatalError as error:
             self.stop("aborted", f"{error.code}: {error.message}")
             self.events.emit("fatal_error", level="error", message=self.stop.message,

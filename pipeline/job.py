@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .aws import Caller
     from .errors import CallError
+    from .notes import Notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,14 @@ Outcome = Success | Failure
 
 
 @dataclass(frozen=True, slots=True)
+class Context:
+    """What a job's ``process`` works with: the AWS caller and the run's notes."""
+
+    aws: Caller
+    notes: Notes
+
+
+@dataclass(frozen=True, slots=True)
 class Normalized:
     """The job's reading of the input: valid rows as items, and the rows it refused.
 
@@ -107,6 +116,9 @@ class Job(ABC):
     result_schema: ClassVar[Mapping[str, Any]]
     #: error codes that reject a whole batch because of some of its items: split and retry
     split_codes: ClassVar[frozenset[str]] = frozenset()
+    #: batches in flight at once; None: --concurrency. A job whose batches mostly wait (poll a
+    #: status) takes more, since a waiting batch holds no call slot.
+    max_in_flight: ClassVar[int | None] = None
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -124,7 +136,7 @@ class Job(ABC):
         return {self.operation: 1.0}
 
     @abstractmethod
-    async def process(self, batch: Batch, aws: Caller) -> list[Outcome]:
+    async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:
         """Make the calls for one batch and return one outcome per item.
 
         A ``CallError`` raised here fails the whole batch: the engine splits it when its code is

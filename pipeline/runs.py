@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,14 @@ import polars as pl
 
 from . import __version__
 from .aws import AwsSettings, Caller, OperationStats
+from .durations import parse_deadline
 from .engine import Engine, Limits, Stop
 from .errors import CallError, UsageError
 from .events import EventLog
 from .inputs import read_input, rejects_frame, sha256_of
-from .job import Job, load_job_class
+from .job import Context, Job, load_job_class
 from .journal import KEY, Journal, elapsed_since
+from .notes import Notes
 from .plan import Planned, estimate, iter_batches, plan
 from .rundir import RunDir, iso, utc_now, write_atomic, write_json
 
@@ -55,26 +56,7 @@ class RunOptions:
         return cls(**(data | overrides))
 
 
-# -- deadlines and run ids --------------------------------------------------------------------
-
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-
-
-def parse_deadline(text: str, now: datetime) -> datetime:
-    """``45m``, ``2h``, ``1h30m``, ``90s`` from now, or ``05:30`` (UTC, the next one)."""
-    text = text.strip().lower()
-    clock = _CLOCK.match(text)
-    if clock:
-        moment = now.replace(hour=int(clock.group(1)), minute=int(clock.group(2)), second=0,
-                             microsecond=0)
-        return moment if moment > now else moment + timedelta(days=1)
-    duration = _DURATION.match(text)
-    if text and duration and any(duration.groups()):
-        h, m, s = (int(g or 0) for g in duration.groups())
-        return now + timedelta(hours=h, minutes=m, seconds=s)
-    raise UsageError(f"--deadline {text!r}: give a duration (45m, 2h, 1h30m) or a UTC time (05:30)")
-
+# -- run ids --------------------------------------------------------------------
 
 def expand_run_id(template: str | None, job: str, now: datetime) -> str:
     run_id = (template or "{job}-{timestamp}").format(
@@ -372,8 +354,9 @@ async def _run_async(
                 events.emit("aborted", level="error", message=stop.message)
                 return stop, caller.stats_json()
         progress = _progress(options, pending.height, caller)
+        context = Context(aws=caller, notes=Notes(journal.rundir.parts / "notes.jsonl"))
         engine = Engine(
-            job=job, caller=caller, journal=journal, events=events,
+            job=job, context=context, journal=journal, events=events,
             limits=Limits(max_failure_rate=options.max_failure_rate, deadline=deadline),
             concurrency=options.aws.concurrency,
             on_progress=progress.advance if progress else None,

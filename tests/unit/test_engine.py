@@ -13,8 +13,9 @@ import pytest
 from pipeline.engine import Engine, Limits
 from pipeline.errors import ClientFault, FatalError, ServerError
 from pipeline.events import EventLog
-from pipeline.job import Batch, Failure, Item, Job, Normalized, Outcome, Success
+from pipeline.job import Batch, Context, Failure, Item, Job, Normalized, Outcome, Success
 from pipeline.journal import Journal
+from pipeline.notes import Notes
 from pipeline.rundir import RunDir
 from tests.cli.world import split_calls
 
@@ -41,7 +42,7 @@ class SpyJob(Job):
     def normalize(self, frame: pl.DataFrame) -> Normalized:  # pragma: no cover - unused
         raise NotImplementedError
 
-    async def process(self, batch: Batch, aws: Any) -> list[Outcome]:
+    async def process(self, batch: Batch, ctx: Any) -> list[Outcome]:
         self.calls.append(len(batch.items))
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -74,8 +75,9 @@ def _run(tmp_path: Path, job: SpyJob, batches: list[Batch], **limits: Any) -> tu
     journal = Journal(rundir, job.result_schema, flush_rows=10_000)
     events = EventLog(run_id="t", log_format="json", path=tmp_path / "events.jsonl")
     concurrency = limits.pop("concurrency", 4)
-    engine = Engine(job=job, caller=FakeCaller(), journal=journal,  # type: ignore[arg-type]
-                    events=events, limits=Limits(**limits), concurrency=concurrency)
+    context = Context(aws=FakeCaller(), notes=Notes(None))  # type: ignore[arg-type]
+    engine = Engine(job=job, context=context, journal=journal, events=events,
+                    limits=Limits(**limits), concurrency=concurrency)
     try:
         stop = anyio.run(engine.run, batches)
     finally:

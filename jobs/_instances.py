@@ -1,0 +1,57 @@
+"""What the jobs share: instance IDs and ARNs, partitions, reject reasons. (A module whose
+name starts with ``_`` is not a job.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from pipeline.job import Column
+
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+PARTITION = r"aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b"
+INSTANCE_ARN = rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):instance/({UUID})$"
+
+INSTANCE_COLUMN = Column("instance_id", ("instance", "instance_arn", "instanceid"),
+                         help="instance ID (UUID) or instance ARN")
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def normalize_instances(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add ``_instance``, ``_inst_region``, ``_inst_account`` from ``instance_id``: a bare ID or
+    an instance ARN, lower-cased (IDs and ARNs of one instance are one instance)."""
+    raw = pl.col("instance_id")
+    return frame.with_columns(
+        pl.when(raw.str.contains(f"^{UUID}$"))
+        .then(raw.str.to_lowercase())
+        .otherwise(raw.str.extract(INSTANCE_ARN, 3).str.to_lowercase())
+        .alias("_instance"),
+        raw.str.extract(INSTANCE_ARN, 1).alias("_inst_region"),
+        raw.str.extract(INSTANCE_ARN, 2).alias("_inst_account"),
+    )
+
+
+def instance_reasons() -> list[tuple[pl.Expr, pl.Expr]]:
+    """The reject rules for ``instance_id`` (after ``normalize_instances``)."""
+    return [
+        (pl.col("instance_id").is_null(), pl.lit("instance_id is empty")),
+        (pl.col("_instance").is_null(), pl.lit("instance_id '") + pl.col("instance_id")
+         + pl.lit("' is not an instance ID (UUID) or instance ARN")),
+    ]
+
+
+def first_reason(*rules: tuple[pl.Expr, pl.Expr]) -> pl.Expr:
+    """The first rule whose condition holds gives the reject reason; null when none does."""
+    expr: Any = pl.when(rules[0][0]).then(rules[0][1])
+    for condition, reason in rules[1:]:
+        expr = expr.when(condition).then(reason)
+    result: pl.Expr = expr.otherwise(None).alias("reason")
+    return result
