@@ -181,7 +181,10 @@ def _run_callback(job_name: str) -> Callable[..., None]:
 
         input_path = params.pop("input_path")
         options = _build_options(params)
-        code = start(job_name, input_path, params, options)
+        # Ask only a person at a terminal; cron gets a refusal unless --yes.
+        interactive = sys.stdin.isatty() and sys.stderr.isatty()
+        confirm = (lambda text: click.confirm(text, err=True)) if interactive else None
+        code = start(job_name, input_path, params, options, confirm=confirm)
         sys.exit(code)
 
     return callback

@@ -131,6 +131,10 @@ class Job(ABC):
     def normalize(self, frame: pl.DataFrame) -> Normalized:
         """Turn the input (every column a string, plus ``input_row``) into items and rejects."""
 
+    def describe(self, items: pl.DataFrame) -> list[str]:
+        """Lines that tell an operator what a mutating run will do, before it asks."""
+        return []
+
     def calls_per_batch(self) -> Mapping[str, float]:
         """Expected calls of each operation per batch, for ``plan``."""
         return {self.operation: 1.0}

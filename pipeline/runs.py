@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -124,7 +125,9 @@ def plan_report(job: Job, input_path: Path, options: RunOptions) -> dict[str, An
 # -- running ----------------------------------------------------------------------------------
 
 def start(job_name: str, input_path: Path, job_options: dict[str, Any],
-          options: RunOptions) -> int:
+          options: RunOptions, *, confirm: Callable[[str], bool] | None = None) -> int:
+    """Start (or continue) a run. A mutating job asks ``confirm`` first, unless ``--yes``;
+    without a way to ask (no TTY) and without ``--yes`` it refuses."""
     job = load_job_class(job_name)(**job_options)
     if options.role_arn_template:
         raise UsageError("--role-arn-template is not supported yet: run each account with its "
@@ -145,9 +148,16 @@ def start(job_name: str, input_path: Path, job_options: dict[str, Any],
                       deadline=options.deadline)
     prepared = prepare(job, input_path)
     items = prepared.planned.items
-    if items.filter(pl.col("region").is_null()).height and not default_region(options.aws):
+    region = default_region(options.aws)
+    if items.filter(pl.col("region").is_null()).height and not region:
         raise UsageError("no AWS region for the bare instance IDs: give --region or set "
                          "AWS_REGION (instance ARNs carry their own)")
+    if type(job).mutating and not options.yes and items.height:
+        if confirm is None:
+            raise UsageError(f"{job_name} changes AWS state: run it from a terminal to confirm, "
+                             "or pass --yes")
+        if not confirm(_what_it_will_do(job, items, region, options)):
+            raise UsageError("not confirmed; nothing was called")
     os.umask(0o077)
     rundir.create()
     rundir.lock()
@@ -170,6 +180,25 @@ def start(job_name: str, input_path: Path, job_options: dict[str, Any],
         "created_at": iso(now),
     })
     return _execute(rundir, job, options, mode="run")
+
+
+def _what_it_will_do(job: Job, items: pl.DataFrame, region: str | None,
+                     options: RunOptions) -> str:
+    scopes = (
+        items.group_by("account_id", "region").len().sort("account_id", "region",
+                                                          nulls_last=True)
+    )
+    lines = [f"{type(job).name} will change {items.height} instances:"]
+    lines += [
+        f"  account {s['account_id'] or 'of the credentials'}, region {s['region'] or region}: "
+        f"{s['len']} instances"
+        for s in scopes.iter_rows(named=True)
+    ]
+    lines += job.describe(items)
+    if options.aws.endpoint_url:
+        lines.append(f"  endpoint {options.aws.endpoint_url}")
+    lines.append("Go ahead?")
+    return "\n".join(lines)
 
 
 def _load(run_dir: Path) -> tuple[RunDir, dict[str, Any]]:

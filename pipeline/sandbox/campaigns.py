@@ -177,6 +177,15 @@ class CampaignsSandboxBackend(BaseBackend):
             raise InvalidStateException(f"The onboarding job for {instance_id} is in progress")
         del self.jobs[instance_id]
 
+    def expire_succeeded_jobs(self) -> list[str]:
+        """Forget the status of every SUCCEEDED job, keeping the instance onboarded: what AWS
+        shows for instances onboarded long ago (GetInstanceOnboardingJobStatus answers 404,
+        GetConnectInstanceConfig still answers)."""
+        expired = [i for i, job in self.jobs.items() if job.status == "SUCCEEDED"]
+        for instance_id in expired:
+            self.onboarded[instance_id] = self.jobs.pop(instance_id).encryption
+        return expired
+
     def config(self, instance_id: str) -> dict[str, Any]:
         self._require_instance(instance_id)
         job = self.jobs.get(instance_id)

@@ -280,6 +280,13 @@ class SandboxApp:
                 return _json_response(start_response, 200, {"reset": True})
             if path == "/_sandbox/seed" and method == "POST":
                 return _json_response(start_response, 200, seed_world(SeedRequest.from_json(body)))
+            if path == "/_sandbox/expire-onboarding-jobs" and method == "POST":
+                from moto.core import DEFAULT_ACCOUNT_ID
+
+                backend = campaigns.campaigns_sandbox_backends[
+                    body.get("account_id", DEFAULT_ACCOUNT_ID)][body.get("region", "us-east-1")]
+                return _json_response(start_response, 200,
+                                      {"expired": backend.expire_succeeded_jobs()})
             if path == "/_sandbox/health":
                 return _json_response(start_response, 200, {"ok": True})
         except (ValueError, TypeError) as exc:
