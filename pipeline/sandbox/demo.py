@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,44 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
             yes=True,
         )
         echo(f"running flow-associations at --rate {options.aws.rate} against the sandbox")
-        code = start("flow-associations", input_path, {}, options)
-        run_dir = Path(out) / str(options.run_id)
+        codes = [start("flow-associations", input_path, {}, options)]
+        run_dirs = [Path(out) / str(options.run_id)]
+
+        kms = boto3.client("kms", endpoint_url=sandbox.url, region_name=DEMO_REGION,
+                           aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+        key_arn = kms.create_key(Description="connect-bulk demo")["KeyMetadata"]["Arn"]
+        onboarding_input = write_onboarding_csv(
+            Path("data/demo/campaign-onboarding.csv"), world["instances"], key_arn)
         echo("")
-        echo(f"outputs in {run_dir}/: results.parquet, failures.parquet, rejects.parquet, "
-             "summary.json, events.jsonl")
-        echo(f"  connect-bulk status {run_dir}")
-    return code
+        echo(f"wrote {onboarding_input} (one instance with its own key, one with the default "
+             "key, one with a key KMS does not have, one bad row)")
+        onboarding = replace(options, run_id=f"demo-campaign-onboarding-{stamp}")
+        echo("running campaign-onboarding --wait against the sandbox")
+        codes.append(start("campaign-onboarding", onboarding_input,
+                           {"kms_key_arn": key_arn, "wait": True}, onboarding))
+        run_dirs.append(Path(out) / str(onboarding.run_id))
+        echo("")
+        for run_dir in run_dirs:
+            echo(f"outputs in {run_dir}/: results.parquet, failures.parquet, rejects.parquet, "
+                 "summary.json, events.jsonl")
+            echo(f"  connect-bulk status {run_dir}")
+    return max(codes)
+
+
+def write_onboarding_csv(path: Path, instances: list[dict[str, Any]], key_arn: str) -> Path:
+    """One instance with its own key, the next with none (the default key), the rest with a
+    key KMS does not have; and one bad row."""
+    missing = key_arn.rsplit("/", 1)[0] + "/00000000-0000-4000-8000-000000000000"
+    rows = [[instances[0]["arn"], key_arn]]
+    rows += [[instance["id"], ""] for instance in instances[1:2]]
+    rows += [[instance["id"], missing] for instance in instances[2:]]
+    rows.append(["not-an-instance", key_arn])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["instance_id", "kms_key_arn"])
+        writer.writerows(rows)
+    return path
 
 
 # The world the committed samples in data/ belong to; the README starts it with
