@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from . import __version__
+from .crashpoints import crashpoint
 from .errors import CallError, Throttled, UsageError, classify
 from .limits import AdaptiveRate, Backoff
 
@@ -141,6 +142,7 @@ class Caller:
         while True:
             attempt += 1
             await limiter.acquire()
+            crashpoint("first-call")
             async with self._slots:
                 stats.made += 1
                 try:

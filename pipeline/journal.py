@@ -1,9 +1,12 @@
 """The journal: one writer task owns every write of outcomes.
 
-Outcomes arrive batch by batch on a stream; the writer buffers them and flushes a part file
-(``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed)
-every ``flush_rows`` rows or ``flush_s`` seconds, then the checkpoint. Part files are the
-checkpoint's truth: a renamed part is complete, so a resumed run counts every part on disk.
+Outcomes arrive batch by batch on a stream. The writer appends them at once to a write-ahead
+log (``parts/wal.jsonl``, fsynced once for all that arrived together), so an answered call is
+never lost to a crash: at most the calls still in flight are made again. Every ``flush_rows``
+rows or ``flush_s`` seconds it compacts what it holds into a part file
+(``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed),
+empties the log, and rewrites the checkpoint. A renamed part is complete, so a resumed run counts
+every part on disk, after compacting whatever the log still holds.
 
 The final files keep, for each item, its latest outcome (parts are numbered in order), so a
 redriven item that succeeds leaves ``failures.parquet``.
@@ -13,17 +16,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 import polars as pl
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .crashpoints import crashpoint
 from .job import Failure, Outcome, Success
 from .rundir import RunDir, utc_now, write_atomic, write_json
 
@@ -80,6 +86,7 @@ class Journal:
         self._results: list[dict[str, Any]] = []
         self._failures: list[dict[str, Any]] = []
         self._next_part = 1 + max((n for _, n in self._parts()), default=0)
+        self._wal_lines: list[str] = []
         self.redrive = False
 
     # -- reading what is on disk ------------------------------------------------------------
@@ -121,11 +128,31 @@ class Journal:
             .collect()
         )
 
+    @property
+    def wal(self) -> Path:
+        return Path(self.rundir.parts / "wal.jsonl")
+
+    def _replay_wal(self) -> None:
+        """Put what a crashed execution logged but never compacted back in the buffers."""
+        if not self.wal.is_file():
+            return
+        for line in self.wal.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line torn by the crash: its batch was never acknowledged
+            row = record["row"]
+            stamp = "completed_at" if record["kind"] == "result" else "failed_at"
+            row[stamp] = datetime.fromisoformat(row[stamp])
+            (self._results if record["kind"] == "result" else self._failures).append(row)
+
     def load(self) -> pl.DataFrame:
         """Read the state left by earlier executions; returns ``latest()``."""
         if self.rundir.checkpoint.is_file():
             checkpoint = json.loads(self.rundir.checkpoint.read_text())
             self.calls = checkpoint.get("calls", {})
+        self._replay_wal()
+        self.flush()
         latest = self.latest()
         self.counts.succeeded = int(latest["ok"].sum())
         self.counts.failed = latest.height - self.counts.succeeded
@@ -141,21 +168,20 @@ class Journal:
                 self.counts.failed -= 1  # it was a failure; this outcome replaces it
             if isinstance(outcome, Success):
                 self.counts.succeeded += 1
-                self._results.append(
-                    dict(outcome.row)
-                    | {
-                        "item_key": item.item_key,
-                        "instance_id": item.instance_id,
-                        "input_row": item.input_row,
-                        "batch_id": batch_id,
-                        "attempts": outcome.attempts,
-                        "completed_at": now,
-                    }
-                )
+                row = dict(outcome.row) | {
+                    "item_key": item.item_key,
+                    "instance_id": item.instance_id,
+                    "input_row": item.input_row,
+                    "batch_id": batch_id,
+                    "attempts": outcome.attempts,
+                    "completed_at": now,
+                }
+                self._results.append(row)
+                self._log("result", row)
             elif isinstance(outcome, Failure):
                 self.counts.failed += 1
                 error = outcome.error
-                self._failures.append({
+                row = {
                     "item_key": item.item_key,
                     "instance_id": item.instance_id,
                     "input_row": item.input_row,
@@ -166,7 +192,23 @@ class Journal:
                     "attempts": error.attempts,
                     "batch_id": batch_id,
                     "failed_at": now,
-                })
+                }
+                self._failures.append(row)
+                self._log("failure", row)
+
+    def _log(self, kind: str, row: Mapping[str, Any]) -> None:
+        self._wal_lines.append(json.dumps({"kind": kind, "row": row}, default=_iso) + "\n")
+
+    def sync_wal(self) -> None:
+        """Make every outcome recorded so far durable (one fsync for all of them)."""
+        if not self._wal_lines:
+            return
+        lines, self._wal_lines = self._wal_lines, []
+        with self.wal.open("a", encoding="utf-8") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        crashpoint("wal-synced")
 
     @property
     def buffered(self) -> int:
@@ -181,15 +223,24 @@ class Journal:
             if self._results:
                 frame = pl.DataFrame(self._results, schema=self.schema)
                 self._write_part(f"results-{number:06d}.parquet", frame)
+                crashpoint("part-written")
             if self._failures:
                 frame = pl.DataFrame(self._failures, schema=FAILURE_SCHEMA)
                 self._write_part(f"failures-{number:06d}.parquet", frame)
+                crashpoint("part-written")
             self._results, self._failures = [], []
+            # Everything in the log is in a part now. A crash before this line leaves both;
+            # the same outcome twice is one outcome (the latest per item wins).
+            self._wal_lines = []
+            with self.wal.open("w") as handle:
+                os.fsync(handle.fileno())
+            crashpoint("wal-truncated")
         write_json(self.rundir.checkpoint, {
             "parts": [f"{k}-{n:06d}.parquet" for k, n in self._parts()],
             "calls": self.calls,
             "updated_at": utc_now(),
         })
+        crashpoint("checkpoint-written")
 
     def _write_part(self, name: str, frame: pl.DataFrame) -> None:
         write_atomic(self.rundir.parts / name, lambda tmp: frame.write_parquet(tmp))
@@ -212,6 +263,13 @@ class Journal:
                         break
                 if message is not None:
                     self.record(*message)
+                    # Group commit: log everything that is already waiting, then one fsync.
+                    while True:
+                        try:
+                            self.record(*receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await anyio.to_thread.run_sync(self.sync_wal)
                 if self.buffered >= self.flush_rows or time.monotonic() - last >= self.flush_s:
                     await anyio.to_thread.run_sync(self.flush, calls())
                     last = time.monotonic()
@@ -243,8 +301,16 @@ class Journal:
         failures = failures.select(list(FAILURE_SCHEMA)) if failures.height else pl.DataFrame(
             schema=FAILURE_SCHEMA)
         write_atomic(self.rundir.results, lambda tmp: results.write_parquet(tmp))
+        crashpoint("finalize-results")
         write_atomic(self.rundir.failures, lambda tmp: failures.write_parquet(tmp))
+        crashpoint("finalized")
         return results.height, failures.height
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot log {type(value).__name__}")
 
 
 def elapsed_since(started: datetime) -> float:
