@@ -18,8 +18,8 @@ import anyio
 
 from .errors import CallError, FatalError
 from .events import EventLog
-from .job import Batch, Context, Failure, Job, Outcome
-from .journal import Journal
+from .job import Batch, Context, Failure, Job
+from .journal import Entry, Journal
 from .rundir import utc_now
 
 MIN_ITEMS_FOR_FAILURE_RATE = 200
@@ -66,7 +66,7 @@ class Engine:
         self._on_progress = on_progress or (lambda _n: None)
 
     async def run(self, batches: Iterable[Batch]) -> Stop:
-        send, receive = anyio.create_memory_object_stream[tuple[str, list[Outcome]]](
+        send, receive = anyio.create_memory_object_stream[Entry](
             max_buffer_size=64
         )
         self._watcher = anyio.CancelScope()
@@ -109,14 +109,14 @@ class Engine:
         self._work.cancel_scope.cancel()
 
     async def _run_batch(self, batch: Batch, send: anyio.abc.ObjectSendStream[
-            tuple[str, list[Outcome]]]) -> None:
+            Entry]) -> None:
         try:
             await self._process(batch, send)
         finally:
             self._slots.release()
 
     async def _process(self, batch: Batch, send: anyio.abc.ObjectSendStream[
-            tuple[str, list[Outcome]]]) -> None:
+            Entry]) -> None:
         try:
             outcomes = await self.job.process(batch, self.context)
         except FatalError as error:
@@ -134,7 +134,9 @@ class Engine:
                     await self._process(half, send)
                 return
             outcomes = [Failure(item, error) for item in batch.items]
-        await send.send((batch.batch_id, outcomes))
+        entry = Entry(batch.batch_id, outcomes)
+        await send.send(entry)
+        await entry.durable.wait()
         self.finished += len(outcomes)
         self.failed += sum(isinstance(o, Failure) for o in outcomes)
         self._on_progress(len(outcomes))

@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,17 @@ FAILURE_SCHEMA: dict[str, Any] = {
     "failed_at": TIMESTAMP,
 }
 _PART = re.compile(r"^(results|failures)-(\d{6})\.parquet$")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One batch's outcomes on their way to the writer; ``durable`` is set once they are
+    fsynced, and the batch's task waits for it, so no more answers than the calls in flight
+    are ever held only in memory."""
+
+    batch_id: str
+    outcomes: list[Outcome]
+    durable: anyio.Event = field(default_factory=anyio.Event)
 
 
 def result_schema(job_schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,7 +258,7 @@ class Journal:
 
     async def run(
         self,
-        receive: MemoryObjectReceiveStream[tuple[str, list[Outcome]]],
+        receive: MemoryObjectReceiveStream[Entry],
         calls: Any,
     ) -> None:
         """The writer task: record what arrives, flush by size or age, flush at the end."""
@@ -262,14 +273,18 @@ class Journal:
                     except anyio.EndOfStream:
                         break
                 if message is not None:
-                    self.record(*message)
+                    group = [message]
                     # Group commit: log everything that is already waiting, then one fsync.
                     while True:
                         try:
-                            self.record(*receive.receive_nowait())
+                            group.append(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
+                    for entry in group:
+                        self.record(entry.batch_id, entry.outcomes)
                     await anyio.to_thread.run_sync(self.sync_wal)
+                    for entry in group:
+                        entry.durable.set()
                 if self.buffered >= self.flush_rows or time.monotonic() - last >= self.flush_s:
                     await anyio.to_thread.run_sync(self.flush, calls())
                     last = time.monotonic()
