@@ -63,8 +63,7 @@ def _read(path: Path) -> pl.DataFrame:
         raise InputError(f"{path}: no such file")
     try:
         if kind == "parquet":
-            frame = pl.read_parquet(path)
-            return frame.select(pl.all().cast(pl.String, strict=False))
+            return pl.read_parquet(path)
         source: bytes | Path = path
         if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as handle:
@@ -78,12 +77,37 @@ def _read(path: Path) -> pl.DataFrame:
     except pl.exceptions.NoDataError as exc:
         raise InputError(f"{path}: the file is empty") from exc
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable {kind.upper()} file: {first}") from exc
+        raise InputError(f"{path}: not a readable {kind.upper()} file: {_explain(exc)}") from exc
+
+
+def _explain(exc: Exception) -> str:
+    """Polars' reason, in the words of someone who has to fix the file."""
+    text = str(exc).strip()
+    if "utf-8" in text.lower() or isinstance(exc, UnicodeDecodeError):
+        return "it is not UTF-8 text; save it as UTF-8 (\"CSV UTF-8\" in Excel)"
+    if "more fields than defined" in text:
+        return "a row has more fields than the header has columns"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:200]
+
+
+def _as_text(frame: pl.DataFrame, path: Path, used: set[str]) -> pl.DataFrame:
+    """Every column as a string; a nested or binary column the job needs is an error, one it
+    does not need is left out."""
+    keep = []
+    for name, dtype in frame.schema.items():
+        if dtype.is_nested() or dtype == pl.Binary or dtype == pl.Object:
+            if name in used:
+                raise InputError(f"{path}: column {name} holds {dtype}, not text or numbers")
+            continue
+        keep.append(pl.col(name).cast(pl.String, strict=False))
+    return frame.select(keep)
 
 
 def read_input(path: Path, columns: tuple[Column, ...]) -> InputTable:
     frame = _read(path)
+    if frame.height == 0:
+        raise InputError(f"{path}: the file has a header but no data rows")
     by_normal: dict[str, str] = {}
     for original in frame.columns:
         by_normal.setdefault(normal_name(original), original)
@@ -100,16 +124,21 @@ def read_input(path: Path, columns: tuple[Column, ...]) -> InputTable:
             mapping[column.name] = unique[0]
         elif column.required:
             also = f" (also accepted: {', '.join(column.aliases)})" if column.aliases else ""
-            raise InputError(f"{path}: missing required column {column.name}{also}")
+            hint = ""
+            header = "".join(frame.columns)
+            for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+                if delimiter in header:
+                    hint = f"; the header seems separated by {name}: use commas"
+                    break
+            raise InputError(f"{path}: missing required column {column.name}{also}{hint}")
+    frame = _as_text(frame, path, set(mapping.values()))
     canonical = [
         pl.col(original).str.strip_chars().alias(name) for name, original in mapping.items()
     ]
     missing = [
         pl.lit(None, dtype=pl.String).alias(c.name) for c in columns if c.name not in mapping
     ]
-    originals = [
-        pl.col(name).alias(f"__in__{name}") for name in frame.columns
-    ]
+    originals = [pl.col(name).alias(f"__in__{name}") for name in frame.columns]
     table = frame.select(
         *canonical, *missing, *originals
     ).with_row_index("input_row", offset=1).with_columns(pl.col("input_row").cast(pl.Int64))
@@ -121,13 +150,21 @@ def read_input(path: Path, columns: tuple[Column, ...]) -> InputTable:
     return InputTable(table, tuple(frame.columns), mapping)
 
 
+def inert(column: pl.Expr) -> pl.Expr:
+    """A value a spreadsheet would run as a formula (``=cmd|…``, ``+``, ``-``, ``@``, tab, CR
+    first) gets a leading quote, as OWASP advises for data that may be opened in Excel."""
+    return pl.when(column.str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + column).otherwise(
+        column)
+
+
 def rejects_frame(table: InputTable, rejects: pl.DataFrame) -> pl.DataFrame:
-    """``input_row``, ``reason`` and each original input column as a string."""
+    """``input_row``, ``reason`` and each original input column as a string (made inert)."""
     originals = table.frame.select(
         "input_row",
         *(
-            pl.col(f"__in__{name}").alias(f"input_{name}" if name in RESERVED else name)
+            inert(pl.col(f"__in__{name}")).alias(f"input_{name}" if name in RESERVED else name)
             for name in table.original_columns
+            if f"__in__{name}" in table.frame.columns
         ),
     )
     joined = rejects.select("input_row", "reason").join(originals, on="input_row", how="left")
