@@ -29,7 +29,7 @@ import click
 import polars as pl
 
 from pipeline.durations import parse_duration
-from pipeline.errors import ClientFault, TerminalError, TransientError, UsageError
+from pipeline.errors import Abandoned, ClientFault, TerminalError, TransientError, UsageError
 from pipeline.job import Batch, Column, Context, Failure, Item, Job, Normalized, Outcome, Success
 
 from ._instances import INSTANCE_COLUMN, first_reason, instance_reasons, normalize_instances
@@ -253,6 +253,9 @@ class CampaignOnboarding(Job):
         waited_until = time.monotonic() + self.wait_timeout_s
         polls = 0
         while self.wait and status == "IN_PROGRESS" and time.monotonic() < waited_until:
+            if ctx.aws.stopping:
+                # The start is noted: a resumed run waits on for this job.
+                raise Abandoned(f"stopped waiting for {batch.instance_id}")
             pause = POLL_INTERVALS_S[min(polls, len(POLL_INTERVALS_S) - 1)]
             await anyio.sleep(min(pause, max(0.0, waited_until - time.monotonic())))
             polls += 1

@@ -18,7 +18,7 @@ import anyio
 
 from . import __version__
 from .crashpoints import crashpoint
-from .errors import CallError, Throttled, UsageError, classify
+from .errors import Abandoned, CallError, Throttled, UsageError, classify
 from .limits import AdaptiveRate, Backoff
 
 
@@ -71,6 +71,8 @@ class Caller:
         self._stack = contextlib.AsyncExitStack()
         self._client_lock = anyio.Lock()
         self._session: Any = None
+        #: set when the run stops: a failed attempt is then not retried but abandoned
+        self.stopping = False
 
     async def __aenter__(self) -> Caller:
         import aioboto3
@@ -161,6 +163,8 @@ class Caller:
             error.attempts = attempt
             if not error.retryable or attempt >= self.settings.max_attempts:
                 raise error
+            if self.stopping:
+                raise Abandoned(f"{operation} not retried: the run is stopping") from error
             stats.retried += 1
             await anyio.sleep(self.backoff.delay(attempt))
 

@@ -104,6 +104,10 @@ def run_options() -> list[click.Option]:
                help="Most calls in flight at once."),
         option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100),
                help="Attempts per call before its items are recorded as failed."),
+        option("--call-timeout", default=60.0, show_default=True,
+               type=click.FloatRange(min=0.1),
+               help="Seconds to wait for an answer before the attempt counts as failed "
+                    "(and is retried)."),
         option("--max-failure-rate", default=None, type=float, callback=_fraction,
                help="Abort (exit 3) once more than this share of finished items failed "
                     "(after at least 200 items)."),
@@ -132,6 +136,7 @@ def _build_options(params: dict[str, Any]) -> Any:
             endpoint_url=params.pop("endpoint_url"), rate=params.pop("rate"),
             burst=params.pop("burst"), adaptive=params.pop("adaptive"),
             concurrency=params.pop("concurrency"), max_attempts=params.pop("max_attempts"),
+            read_timeout_s=params.pop("call_timeout"),
         ),
         role_arn_template=params.pop("role_arn_template"),
         max_failure_rate=params.pop("max_failure_rate"),

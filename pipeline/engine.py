@@ -16,13 +16,18 @@ from datetime import datetime
 
 import anyio
 
-from .errors import CallError, FatalError
+from .errors import Abandoned, CallError, FatalError
 from .events import EventLog
-from .job import Batch, Context, Failure, Job
+from .job import Batch, Context, Failure, Job, Outcome, Success
 from .journal import Entry, Journal
 from .rundir import utc_now
 
 MIN_ITEMS_FOR_FAILURE_RATE = 200
+# Refused for lack of permission, whatever the item: a storm of these means the credentials,
+# not the items, are wrong.
+ACCESS_CODES = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation",
+                          "UnauthorizedException", "NotAuthorized"})
+DENIED_BATCHES_FOR_STORM = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,10 +41,13 @@ class Limits:
 class Stop:
     reason: str | None = None  # "interrupted", "deadline", "aborted"
     message: str = ""
+    on_stop: Callable[[], None] | None = None
 
     def __call__(self, reason: str, message: str = "") -> None:
         if self.reason is None:
             self.reason, self.message = reason, message
+            if self.on_stop is not None:
+                self.on_stop()
 
 
 class Engine:
@@ -59,9 +67,13 @@ class Engine:
         self.journal = journal
         self.events = events
         self.limits = limits
-        self.stop = Stop()
+        self.stop = Stop(on_stop=self._stopping)
         self.finished = 0  # items finished by this execution, for --max-failure-rate
         self.failed = 0
+        # Batches refused with AccessDenied while nothing has succeeded yet: held back, so that
+        # a storm stops the run with one message and leaves its items pending for resume.
+        self._succeeded_once = False
+        self._denied: list[tuple[Batch, CallError]] = []
         self._slots = anyio.Semaphore(job.max_in_flight or concurrency)
         self._on_progress = on_progress or (lambda _n: None)
 
@@ -73,19 +85,27 @@ class Engine:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.journal.run, receive, self.context.aws.stats_json)
             outer.start_soon(self._watch_signals)
-            async with send, anyio.create_task_group() as work:
-                self._work = work
-                for batch in batches:
-                    if self._should_stop():
-                        break
-                    await self._slots.acquire()
-                    if self._should_stop():
-                        self._slots.release()
-                        break
-                    work.start_soon(self._run_batch, batch, send)
+            async with send:
+                async with anyio.create_task_group() as work:
+                    self._work = work
+                    for batch in batches:
+                        if self._should_stop():
+                            break
+                        await self._slots.acquire()
+                        if self._should_stop():
+                            self._slots.release()
+                            break
+                        work.start_soon(self._run_batch, batch, send)
+                if self._denied and self.stop.reason is None:
+                    # No storm after all (too few to tell): they are failures like any other.
+                    await self._release_denied(send)
             # The work is done and `send` is closed: the journal drains and flushes by itself.
             self._watcher.cancel()
         return self.stop
+
+    def _stopping(self) -> None:
+        # Calls in flight finish their current attempt; none starts another.
+        self.context.aws.stopping = True
 
     def _should_stop(self) -> bool:
         if self.stop.reason is None and self.limits.deadline and utc_now() >= self.limits.deadline:
@@ -119,12 +139,19 @@ class Engine:
             Entry]) -> None:
         try:
             outcomes = await self.job.process(batch, self.context)
+        except Abandoned:
+            return  # not retried because the run is stopping: its items stay pending
         except FatalError as error:
             self.stop("aborted", f"{error.code}: {error.message}")
-            self.events.emit("fatal_error", level="error", message=self.stop.message,
-                             batch_id=batch.batch_id)
             return
         except CallError as error:
+            if error.code in ACCESS_CODES and not self._succeeded_once:
+                self._denied.append((batch, error))
+                if len(self._denied) >= DENIED_BATCHES_FOR_STORM:
+                    self.stop("aborted", f"{len(self._denied)} calls in a row were refused "
+                              f"({error.code}: {error.message}); check the IAM permissions "
+                              "of these credentials, then resume")
+                return
             if error.code in self.job.split_codes and len(batch.items) > 1:
                 # The call was refused because of some of its items: halve until they stand
                 # alone; every other item still gets its answer.
@@ -134,13 +161,27 @@ class Engine:
                     await self._process(half, send)
                 return
             outcomes = [Failure(item, error) for item in batch.items]
-        entry = Entry(batch.batch_id, outcomes)
-        await send.send(entry)
-        await entry.durable.wait()
+        if not self._succeeded_once and any(isinstance(o, Success) for o in outcomes):
+            self._succeeded_once = True
+            await self._release_denied(send)
+        await self._send(batch.batch_id, outcomes, send)
         self.finished += len(outcomes)
         self.failed += sum(isinstance(o, Failure) for o in outcomes)
         self._on_progress(len(outcomes))
         self._check_failure_rate()
+
+    async def _send(self, batch_id: str, outcomes: list[Outcome],
+                    send: anyio.abc.ObjectSendStream[Entry]) -> None:
+        entry = Entry(batch_id, outcomes)
+        await send.send(entry)
+        await entry.durable.wait()
+
+    async def _release_denied(self, send: anyio.abc.ObjectSendStream[Entry]) -> None:
+        held, self._denied = self._denied, []
+        for batch, error in held:
+            await self._send(batch.batch_id, [Failure(i, error) for i in batch.items], send)
+            self.finished += len(batch.items)
+            self.failed += len(batch.items)
 
     def _check_failure_rate(self) -> None:
         limit = self.limits.max_failure_rate

@@ -6,6 +6,7 @@
     ├── UsageError            bad options or a refused run (exit 2); nothing was called
     │   └── InputError        an input file that cannot be read or lacks a column (exit 2)
     ├── RunLocked             another process holds the run directory (exit 75)
+    ├── Abandoned             a call not retried because the run is stopping; items stay pending
     └── CallError             one AWS call failed, classified by ``classify``
         ├── TransientError    marker: worth another attempt
         │   ├── Throttled         429 / ThrottlingException and friends
@@ -41,6 +42,10 @@ class InputError(UsageError):
 
 class RunLocked(ConnectBulkError):
     exit_code = 75
+
+
+class Abandoned(ConnectBulkError):
+    """A failed attempt that is not retried because the run is stopping."""
 
 
 class CallError(ConnectBulkError):

@@ -264,11 +264,11 @@ def _execute(rundir: RunDir, job: Job, options: RunOptions, *, mode: str) -> int
                                 report)
         journal.finalize()
         state = _final_state(stop, report.counts())
-        summary = report.write(state, calls, finished=True)
+        summary = report.write(state, calls, finished=True, note=stop.message)
         quiet = state in ("succeeded", "completed_with_failures")
         # In text mode the closing report on stdout says it all; the log line is for the file.
         events.emit("run_finished", level="info" if quiet else "warning",
-                    console=not (quiet and options.log_format == "text"),
+                    console=options.log_format == "json",
                     message=_closing_line(summary, stop), **{
                         k: summary[k] for k in ("state", "items_succeeded", "items_failed",
                                                 "items_pending", "rows_rejected")
@@ -288,6 +288,7 @@ def _print_summary(summary: dict[str, Any], rundir: RunDir, log_format: str) -> 
         return
     lines = [
         f"{summary['state']} in {summary['elapsed_s']}s",
+        *([f"  stopped  {summary['note']}"] if summary.get("note") else []),
         f"  items    {summary['items_total']}: {summary['items_succeeded']} succeeded, "
         f"{summary['items_failed']} failed, {summary['items_pending']} pending",
         f"  rows     {summary['rows_total']}: {summary['rows_rejected']} rejected, "
@@ -347,7 +348,7 @@ class Report:
         }
 
     def write(self, state: str, calls: dict[str, dict[str, int]], *,
-              finished: bool = False) -> dict[str, Any]:
+              finished: bool = False, note: str = "") -> dict[str, Any]:
         elapsed = elapsed_since(self.started)
         counts = self.counts()
         made = sum(c.get("made", 0) for c in calls.values())
@@ -363,6 +364,8 @@ class Report:
             "calls_per_s": round(made / elapsed, 2) if elapsed else 0.0,
             "run_dir": str(self.rundir.path),
         }
+        if note:
+            summary["note"] = note
         write_json(self.rundir.summary_json, summary)
         return summary
 
@@ -380,7 +383,6 @@ async def _run_async(
                 stop = Stop()
                 stop("aborted", f"cannot tell the caller's account (STS GetCallerIdentity): "
                      f"{error.code}: {error.message}")
-                events.emit("aborted", level="error", message=stop.message)
                 return stop, caller.stats_json()
         progress = _progress(options, pending.height, caller)
         context = Context(aws=caller, notes=Notes(journal.rundir.parts / "notes.jsonl"))
@@ -400,8 +402,6 @@ async def _run_async(
             else:
                 stop = await engine.run(iter_batches(pending))
             group.cancel_scope.cancel()
-        if stop.reason == "aborted" and stop.message:
-            events.emit("aborted", level="error", message=stop.message)
         return stop, caller.stats_json()
 
 

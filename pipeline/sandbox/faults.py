@@ -55,6 +55,8 @@ class Faults:
     error_rate: float = 0.0
     drop_rate: float = 0.0
     quotas: dict[str, Quota] = field(default_factory=dict)
+    #: operations every caller is refused (403 AccessDeniedException), or "*"
+    deny: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "jitter_ms"):
@@ -71,7 +73,7 @@ class Faults:
         operation to a rate or ``{"rate", "burst"}``; it replaces the quotas, and an empty list
         or mapping removes them.
         """
-        known = {"latency_ms", "jitter_ms", "error_rate", "drop_rate", "quota", "quotas"}
+        known = {"latency_ms", "jitter_ms", "error_rate", "drop_rate", "quota", "quotas", "deny"}
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown fault setting(s): {', '.join(unknown)}")
@@ -86,7 +88,13 @@ class Faults:
         for key in ("quota", "quotas"):
             if key in changes:
                 quotas = parse_quotas(changes[key])
-        return replace(self, quotas=quotas, **numbers)
+        deny = self.deny
+        if "deny" in changes:
+            if not isinstance(changes["deny"], list) or not all(
+                    isinstance(op, str) for op in changes["deny"]):
+                raise ValueError("deny must be a list of operation names")
+            deny = frozenset(changes["deny"])
+        return replace(self, quotas=quotas, deny=deny, **numbers)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +103,7 @@ class Faults:
             "error_rate": self.error_rate,
             "drop_rate": self.drop_rate,
             "quota": [quota.to_text(op) for op, quota in sorted(self.quotas.items())],
+            "deny": sorted(self.deny),
         }
 
     def quota_for(self, operation: str) -> Quota | None:
@@ -187,10 +196,13 @@ class FaultInjector:
         return (faults.latency_ms + jitter) / 1000.0
 
     def decide(self, operation: str, account: str, region: str) -> str:
-        """Count the call and say what happens to it: ok, throttle, drop or error."""
+        """Count the call and say what happens to it: ok, deny, throttle, drop or error."""
         with self._lock:
             faults = self._faults
             self._counters["calls"][operation] += 1
+            if operation in faults.deny or ALL_OPERATIONS in faults.deny:
+                self._counters["errors"][operation] += 1
+                return "deny"
             quota = faults.quota_for(operation)
             if quota is not None:
                 key = (operation, account, region)

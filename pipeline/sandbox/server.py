@@ -184,7 +184,8 @@ def _json_response(
     start_response: StartResponse, status: int, body: Any, headers: dict[str, str] | None = None
 ) -> list[bytes]:
     data = json.dumps(body).encode()
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+              429: "Too Many Requests",
               500: "Internal Server Error"}.get(status, "Error")
     start_response(
         f"{status} {reason}",
@@ -238,6 +239,11 @@ class SandboxApp:
         if verdict == "throttle":
             code = "Throttling" if call.protocol == "query" else "ThrottlingException"
             return _aws_error(start_response, call, 429, code, "Rate exceeded")
+        if verdict == "deny":
+            action = f"{call.service or 'aws'}:{call.operation}"
+            return _aws_error(start_response, call, 403, "AccessDeniedException",
+                              f"User: arn:aws:iam::{call.account}:user/sandbox is not "
+                              f"authorized to perform: {action}")
         if verdict == "drop":
             return self._drop(environ, start_response)
         if verdict == "error":
