@@ -21,7 +21,7 @@ test: lint
 	$(BIN)/pytest -m "not slow"
 
 test-all: lint
-	$(BIN)/pytest
+	HYPOTHESIS_PROFILE=all $(BIN)/pytest
 
 demo: $(STAMP)
 	$(BIN)/connect-bulk demo

@@ -19,6 +19,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from hypothesis import settings
+
+# `make test` runs a few examples of each property; `make test-all` many more.
+settings.register_profile("default", max_examples=4, deadline=None, database=None)
+settings.register_profile("all", max_examples=25, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # Every attempt is the test's own: no SDK retries hiding what the sandbox answered.

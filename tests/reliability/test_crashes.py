@@ -84,8 +84,7 @@ def test_kill_at_each_moment_then_resume(sandbox: Sandbox, tmp_path: Path,
         assert calls == MINIMUM_CALLS  # killed before anything was sent
 
 
-@settings(max_examples=6, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     crash_at=st.sampled_from(CRASH_POINTS[1:]),
     nth=st.integers(min_value=1, max_value=4),
