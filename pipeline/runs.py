@@ -246,6 +246,7 @@ def _pending(rundir: RunDir, journal: Journal, mode: str) -> pl.DataFrame:
 
 def _execute(rundir: RunDir, job: Job, options: RunOptions, *, mode: str) -> int:
     run = rundir.read_run()
+    os.umask(0o077)  # every file of the run, on resume and retry too, is the owner's only
     rundir.clean_temporaries()
     events = EventLog(run_id=rundir.run_id, log_format=options.log_format, path=rundir.events)
     journal = Journal(rundir, type(job).result_schema)
