@@ -144,6 +144,7 @@ class Caller:
         while True:
             attempt += 1
             await limiter.acquire()
+            sent_at = limiter.now()
             crashpoint("first-call")
             async with self._slots:
                 stats.made += 1
@@ -157,7 +158,7 @@ class Caller:
                     return Answer(data, attempt)
             if isinstance(error, Throttled):
                 stats.throttled += 1
-                limiter.on_throttle()
+                limiter.on_throttle(sent_at)
             else:
                 stats.errors += 1
             error.attempts = attempt

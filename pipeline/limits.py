@@ -1,9 +1,10 @@
 """Rate limiting and backoff.
 
-``AdaptiveRate`` is aiolimiter's leaky bucket whose rate moves: a throttle cuts it (at most once
-per cool-down, since the calls already in flight answer with the same throttle), and successes
-raise it back additively towards the ceiling, never above. That is AIMD, the congestion control
-of TCP (https://www.rfc-editor.org/rfc/rfc5681) and of the AWS SDKs' adaptive retry mode.
+``AdaptiveRate`` is aiolimiter's leaky bucket whose rate moves: a throttle cuts it to the rate
+the service has been granting (measured, as BBR measures delivery rate rather than guessing:
+https://queue.acm.org/detail.cfm?id=3022184), and successes probe slowly back up towards the
+ceiling, never above: the decrease-fast, increase-slow shape of TCP's congestion control
+(https://www.rfc-editor.org/rfc/rfc5681) and of the AWS SDKs' adaptive retry mode.
 
 Backoff is exponential with full jitter:
 https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,10 +30,20 @@ class RateStatistics:
 
 
 class AdaptiveRate:
-    """A limiter per (operation, account, region)."""
+    """A limiter per (operation, account, region).
 
-    DECREASE = 0.6  # multiply the rate by this on a throttle
-    INCREASE_PER_S = 0.05  # recover this share of the ceiling per second of successes
+    It starts at twice the burst a second and doubles every second of successes (slow start)
+    until the first throttle. A throttle of a call sent after the last cut (the calls already in
+    flight when the rate was cut answer with the same throttle and say nothing new) halves the
+    rate, or drops it to a little under what the service has been granting over the last
+    ``WINDOW_S`` seconds if that is lower. Successes then grow it by ``INCREASE_PER_S`` calls a
+    second every second, probing slowly back towards the ceiling, never above.
+    """
+
+    DECREASE = 0.5
+    BELOW_MEASURED = 0.95
+    INCREASE_PER_S = 0.06
+    WINDOW_S = 2.0
     FLOOR_SHARE = 0.02  # never below this share of the ceiling
 
     def __init__(
@@ -47,11 +59,18 @@ class AdaptiveRate:
         self.ceiling = ceiling
         self.adaptive = adaptive
         self._clock = clock
-        self._limiter = AsyncLimiter(burst, burst / ceiling)
-        self._rate = ceiling
+        # Slow start, as TCP's: begin at twice the burst a second and double every second of
+        # successes until the first throttle, so a ceiling far above the quota overshoots it by
+        # one round of calls, not by the whole ceiling.
+        start = min(ceiling, 2 * burst) if adaptive else ceiling
+        self._limiter = AsyncLimiter(burst, burst / start)
+        self._rate = start
+        self._slow_start = adaptive and start < ceiling
         self._last_decrease = -1e9
         self._decreases = 0
         self._increases = 0
+        self._successes: deque[float] = deque()
+        self._started = clock()
 
     @property
     def rate(self) -> float:
@@ -68,24 +87,44 @@ class AdaptiveRate:
         self._limiter._rate_per_sec = rate
         self._rate = rate
 
-    def on_throttle(self) -> None:
+    def _measured(self, now: float) -> float | None:
+        """Successes per second over the last window, once there is a window to speak of."""
+        while self._successes and self._successes[0] < now - self.WINDOW_S:
+            self._successes.popleft()
+        span = min(self.WINDOW_S, now - self._started)
+        if span < 0.25 or not self._successes:
+            return None
+        return len(self._successes) / span
+
+    def now(self) -> float:
+        return self._clock()
+
+    def on_throttle(self, sent_at: float) -> None:
+        """A call that acquired this limiter at ``sent_at`` (``now()``) was throttled."""
         if not self.adaptive:
             return
         now = self._clock()
-        # One cut per round trip of the calls in flight: they all saw the same full bucket.
-        if now - self._last_decrease < max(1.0, 1.0 / self._rate):
+        if sent_at <= self._last_decrease:
             return
         self._last_decrease = now
         self._decreases += 1
-        self._set(max(self.ceiling * self.FLOOR_SHARE, self._rate * self.DECREASE))
+        self._slow_start = False
+        target = self._rate * self.DECREASE
+        measured = self._measured(now)
+        if measured is not None:
+            target = min(target, measured * self.BELOW_MEASURED)
+        self._set(max(self.ceiling * self.FLOOR_SHARE, target))
 
     def on_success(self) -> None:
-        if not self.adaptive or self._rate >= self.ceiling:
+        if not self.adaptive:
             return
-        # Each success adds INCREASE_PER_S * ceiling / rate: at `rate` successes a second, the
-        # rate climbs by INCREASE_PER_S of the ceiling every second.
-        step = self.INCREASE_PER_S * self.ceiling / self._rate
+        self._successes.append(self._clock())
+        if self._rate >= self.ceiling:
+            return
+        # At `rate` successes a second, +1 each doubles the rate every second (slow start);
+        # +INCREASE_PER_S each grows it by that share of itself every second.
         self._increases += 1
+        step = 1.0 if self._slow_start else self.INCREASE_PER_S
         self._set(min(self.ceiling, self._rate + step))
 
     def statistics(self) -> RateStatistics:

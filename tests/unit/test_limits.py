@@ -35,23 +35,36 @@ class Clock:
 
 
 @in_loop
-def test_a_throttle_cuts_the_rate_once_per_cool_down() -> None:
+def test_a_throttle_cuts_the_rate_once_per_round_of_calls_in_flight() -> None:
     clock = Clock()
     limiter = AdaptiveRate(10.0, 5.0, clock=clock)
-    for _ in range(8):  # the calls in flight all come back throttled
-        limiter.on_throttle()
-    assert limiter.rate == pytest.approx(6.0)
-    clock.now += 1.0
-    limiter.on_throttle()
-    assert limiter.rate == pytest.approx(3.6)
+    sent = [clock.now] * 8
+    clock.now += 0.1
+    for at in sent:  # the calls in flight all come back throttled: one cut
+        limiter.on_throttle(at)
+    assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.DECREASE)
+    clock.now += 0.1
+    limiter.on_throttle(clock.now - 0.05)  # sent after the cut: a new signal
+    assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.DECREASE**2)
     assert limiter.statistics().decreases == 2
+
+
+@in_loop
+def test_a_cut_goes_to_what_the_service_granted() -> None:
+    clock = Clock()
+    limiter = AdaptiveRate(100.0, 5.0, clock=clock)
+    for _ in range(40):  # 20 successes a second for two seconds
+        clock.now += 0.05
+        limiter.on_success()
+    limiter.on_throttle(clock.now)
+    assert limiter.rate == pytest.approx(20.0 * AdaptiveRate.BELOW_MEASURED, rel=0.05)
 
 
 @in_loop
 def test_successes_recover_towards_the_ceiling_and_never_past_it() -> None:
     clock = Clock()
     limiter = AdaptiveRate(10.0, 5.0, clock=clock)
-    limiter.on_throttle()
+    limiter.on_throttle(limiter.now())
     rates = []
     for _ in range(200):
         limiter.on_success()
@@ -62,9 +75,25 @@ def test_successes_recover_towards_the_ceiling_and_never_past_it() -> None:
 
 
 @in_loop
+def test_slow_start_doubles_until_the_first_throttle() -> None:
+    clock = Clock()
+    limiter = AdaptiveRate(100.0, 5.0, clock=clock)
+    assert limiter.rate == 10.0  # twice the burst
+    for _ in range(10):
+        limiter.on_success()
+    assert limiter.rate == 20.0  # a second of successes at 10/s: doubled
+    clock.now += 1
+    limiter.on_throttle(clock.now)
+    rate = limiter.rate
+    for _ in range(10):
+        limiter.on_success()
+    assert limiter.rate == pytest.approx(rate + 10 * AdaptiveRate.INCREASE_PER_S)
+
+
+@in_loop
 def test_a_fixed_rate_does_not_move() -> None:
     limiter = AdaptiveRate(10.0, 5.0, adaptive=False, clock=Clock())
-    limiter.on_throttle()
+    limiter.on_throttle(limiter.now())
     limiter.on_success()
     assert limiter.rate == 10.0
 
@@ -75,7 +104,7 @@ def test_the_rate_is_never_cut_below_the_floor() -> None:
     limiter = AdaptiveRate(10.0, 1.0, clock=clock)
     for _ in range(50):
         clock.now += 100
-        limiter.on_throttle()
+        limiter.on_throttle(clock.now)
     assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.FLOOR_SHARE)
 
 
@@ -87,9 +116,9 @@ def test_aiolimiter_internals_that_set_rate_relies_on() -> None:
     assert bucket._rate_per_sec == 10.0
     assert hasattr(bucket, "_leak")
     limiter = AdaptiveRate(10.0, 5.0, clock=Clock())
-    limiter.on_throttle()
-    assert limiter._limiter._rate_per_sec == pytest.approx(6.0)
-    assert limiter._limiter.time_period == pytest.approx(5.0 / 6.0)
+    limiter.on_throttle(limiter.now())
+    assert limiter._limiter._rate_per_sec == pytest.approx(5.0)
+    assert limiter._limiter.time_period == pytest.approx(5.0 / 5.0)
 
 
 def test_the_bucket_lets_the_burst_through_then_waits() -> None:

@@ -1,0 +1,385 @@
+"""connect-bulk's benchmarks (SPEC §9): quota fidelity, peers on the same work, engine overhead,
+scale, and start-up. Run with ``make bench``; it prints a Markdown table of ratios measured in
+this one run, which the README's Performance section quotes.
+
+Every scenario talks to its own sandbox process on loopback. Rates are measured on the
+sandbox's side: a poller samples ``/_sandbox/stats`` every 20 ms, and a rate is successful calls
+divided by the time from the first call to the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+OP = "BatchGetFlowAssociation"
+CREDS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONNECT_BULK_"))} | {
+    "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+PY = sys.executable
+
+
+class Sandbox:
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [PY, "-m", "pipeline", "sandbox", "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().split()[1]
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/_sandbox/{path}", data=data,
+                                         method="GET" if data is None else "POST")
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+    def world(self, instances: int, per_instance: int) -> list[tuple[str, list[str]]]:
+        """Seed, then read back (instance ARN, number IDs) through the API."""
+        import boto3
+
+        made = self.control("seed", {"instances": instances, "numbers_per_instance": per_instance,
+                                     "seed": 1})
+        connect = boto3.client("connect", endpoint_url=self.url, region_name="us-east-1", **CREDS)
+        world = []
+        for instance in made["instances"]:
+            ids, token = [], None
+            while True:
+                kwargs: dict[str, Any] = {"InstanceId": instance["id"], "MaxResults": 1000}
+                if token:
+                    kwargs["NextToken"] = token
+                page = connect.list_phone_numbers_v2(**kwargs)
+                ids += [n["PhoneNumberId"] for n in page["ListPhoneNumbersSummaryList"]]
+                token = page.get("NextToken")
+                if not token:
+                    break
+            world.append((instance["arn"], ids))
+        return world
+
+
+class Window:
+    """Samples the sandbox's counters while some work runs; the rate is successful calls over
+    the time from the first call seen to the last."""
+
+    def __init__(self, sandbox: Sandbox, target: int) -> None:
+        self.sandbox, self.target = sandbox, target
+        base = sandbox.control("stats")
+        self.base = self._ok(base), base["calls"].get(OP, 0), base["throttled"].get(OP, 0)
+        self.first: float | None = None
+        self.last: float | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _ok(stats: dict[str, dict[str, int]]) -> int:
+        return stats["calls"].get(OP, 0) - sum(stats[k].get(OP, 0)
+                                               for k in ("throttled", "errors", "dropped"))
+
+    def _poll(self) -> None:
+        while not self.done.is_set():
+            stats = self.sandbox.control("stats")
+            now = time.perf_counter()
+            ok = self._ok(stats) - self.base[0]
+            if ok > 0 and self.first is None:
+                self.first = now
+            if ok >= self.target and self.last is None:
+                self.last = now
+                self.stats = stats
+                return
+            time.sleep(0.02)
+
+    def finish(self) -> dict[str, float]:
+        self.thread.join(timeout=600)
+        self.done.set()
+        stats = self.sandbox.control("stats")
+        made = stats["calls"].get(OP, 0) - self.base[1]
+        throttled = stats["throttled"].get(OP, 0) - self.base[2]
+        assert self.first is not None and self.last is not None, "the work did not finish"
+        return {"rate": self.target / max(self.last - self.first, 1e-9),
+                "throttled": throttled / max(made, 1), "made": made}
+
+
+def write_input(path: Path, world: list[tuple[str, list[str]]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["instance_id", "phone_number"])
+        for arn, ids in world:
+            writer.writerows([arn, i] for i in ids)
+    return path
+
+
+def batches(world: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    return [(arn.rsplit("/", 1)[1], ids[i:i + 100]) for arn, ids in world
+            for i in range(0, len(ids), 100)]
+
+
+# -- the runners: connect-bulk and what users write instead -----------------------------------
+
+def run_connect_bulk(sandbox: Sandbox, path: Path, *args: str) -> None:
+    out = tempfile.mkdtemp(prefix="bench-")
+    subprocess.run(
+        [PY, "-m", "pipeline", "run", "flow-associations", str(path), "--endpoint-url",
+         sandbox.url, "--out", out, "--run-id", "b", "--log-format", "json", "--no-progress",
+         *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+    )
+
+
+def run_sequential_boto3(sandbox: Sandbox, work: list[tuple[str, list[str]]]) -> None:
+    import boto3
+
+    client = boto3.client("connect", endpoint_url=sandbox.url, region_name="us-east-1", **CREDS)
+    for instance, ids in work:
+        client.batch_get_flow_association(InstanceId=instance, ResourceIds=ids)
+
+
+def run_threads_adaptive(sandbox: Sandbox, work: list[tuple[str, list[str]]]) -> None:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "adaptive", "max_attempts": 20}, max_pool_connections=16)
+    client = boto3.client("connect", endpoint_url=sandbox.url, region_name="us-east-1",
+                          config=config, **CREDS)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda b: client.batch_get_flow_association(
+            InstanceId=b[0], ResourceIds=b[1]), work))
+
+
+def run_aiometer(sandbox: Sandbox, work: list[tuple[str, list[str]]], rate: float) -> None:
+    import aiobotocore.session
+    import aiometer
+    from botocore.config import Config
+
+    async def main() -> None:
+        session = aiobotocore.session.get_session()
+        config = Config(retries={"mode": "standard", "max_attempts": 20},
+                        max_pool_connections=16)
+        async with session.create_client("connect", endpoint_url=sandbox.url,
+                                         region_name="us-east-1", config=config,
+                                         **CREDS) as client:
+            async def one(batch: tuple[str, list[str]]) -> None:
+                await client.batch_get_flow_association(InstanceId=batch[0],
+                                                        ResourceIds=batch[1])
+
+            await aiometer.run_on_each(one, work, max_at_once=16, max_per_second=rate)
+
+    asyncio.run(main())
+
+
+def run_bare_aiobotocore(sandbox: Sandbox, work: list[tuple[str, list[str]]],
+                         concurrency: int) -> None:
+    import aiobotocore.session
+    from botocore.config import Config
+
+    async def main() -> None:
+        session = aiobotocore.session.get_session()
+        config = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency)
+        async with session.create_client("connect", endpoint_url=sandbox.url,
+                                         region_name="us-east-1", config=config,
+                                         **CREDS) as client:
+            queue = list(work)
+
+            async def worker() -> None:
+                while queue:
+                    instance, ids = queue.pop()
+                    await client.batch_get_flow_association(InstanceId=instance,
+                                                            ResourceIds=ids)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    asyncio.run(main())
+
+
+def measure(sandbox: Sandbox, target: int, run: Callable[[], None]) -> dict[str, float]:
+    window = Window(sandbox, target)
+    run()
+    return window.finish()
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
+    sandbox = Sandbox("--quota", f"{OP}={rate:g}", "--latency-ms", "50")
+    try:
+        world = sandbox.world(instances=calls // 30, per_instance=3000)
+        path = write_input(Path(tempfile.mkdtemp()) / "in.csv",
+                           [(arn, ids) for arn, ids in world])
+        n = len(batches(world))
+        runs = {
+            f"connect-bulk --rate {rate:g}": lambda: run_connect_bulk(
+                sandbox, path, "--rate", f"{rate:g}"),
+            f"connect-bulk --rate {5 * rate:g} (adaptive)": lambda: run_connect_bulk(
+                sandbox, path, "--rate", f"{5 * rate:g}"),
+            "boto3, sequential loop": lambda: run_sequential_boto3(sandbox, batches(world)),
+            "boto3, 16 threads, adaptive retry mode": lambda: run_threads_adaptive(
+                sandbox, batches(world)),
+            f"aiobotocore + aiometer max_per_second={rate:g}": lambda: run_aiometer(
+                sandbox, batches(world), rate),
+        }
+        for name, run in runs.items():
+            figures = measure(sandbox, n, run)
+            rows.append([name, f"{figures['rate']:.2f}", f"{figures['rate'] / rate:.3f}",
+                         f"{figures['throttled']:.1%}", f"{int(figures['made'])}"])
+    finally:
+        sandbox.stop()
+
+
+def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, float]:
+    sandbox = Sandbox()
+    try:
+        world = sandbox.world(instances=calls // 20, per_instance=2000)
+        path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
+        n = len(batches(world))
+        results = {}
+        for _ in range(3):  # alternate, take medians
+            results.setdefault("bare", []).append(measure(
+                sandbox, n, lambda: run_bare_aiobotocore(sandbox, batches(world), concurrency)
+            )["rate"])
+            results.setdefault("engine", []).append(measure(
+                sandbox, n, lambda: run_connect_bulk(sandbox, path, "--rate", "100000",
+                                                     "--burst", "1000", "--concurrency",
+                                                     str(concurrency)))["rate"])
+        bare, engine = (statistics.median(results[k]) for k in ("bare", "engine"))
+        rows.append([f"bare aiobotocore, {concurrency} workers", f"{bare:.1f}", "1.000", "", ""])
+        rows.append([f"connect-bulk --concurrency {concurrency}", f"{engine:.1f}",
+                     f"{engine / bare:.3f}", "", ""])
+        return {"bare": bare, "engine": engine}
+    finally:
+        sandbox.stop()
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float]:
+    """Wall time and peak RSS of a child process (the child's own, from wait4)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def scale(rows: int, instances: int, lines: list[list[str]]) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    path = folder / "big.csv"
+    per = rows // instances
+    account = "123456789012"
+    with path.open("w") as handle:
+        handle.write("instance_id,phone_number\n")
+        for i in range(instances):
+            arn = f"arn:aws:connect:us-east-1:{account}:instance/{uuid.UUID(int=i + 1)}"
+            handle.writelines(f"{arn},{uuid.uuid4()}\n" for _ in range(per))
+    seconds, rss = peak_rss_mb([PY, "-m", "pipeline", "plan", "flow-associations", str(path),
+                                "--json"])
+    lines.append([f"plan {rows:,} rows, {instances:,} instances", f"{seconds:.1f} s",
+                  f"{rss:.0f} MB peak RSS", "", ""])
+
+    # A run 99% done: started, killed before its first call, then 99% of its items written
+    # as done; resume is timed to its first call.
+    sandbox = Sandbox()
+    try:
+        out = folder / "runs"
+        subprocess.run([PY, "-m", "pipeline", "run", "flow-associations", str(path),
+                        "--endpoint-url", sandbox.url, "--out", str(out), "--run-id", "r"],
+                       env=ENV | {"CONNECT_BULK_CRASH_AT": "first-call"},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        fake_done(out / "r")
+        started = time.perf_counter()
+        process = subprocess.Popen([PY, "-m", "pipeline", "resume", str(out / "r")], env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not sandbox.control("stats")["calls"].get(OP):
+            time.sleep(0.01)
+        first_call = time.perf_counter() - started
+        process.kill()
+        process.wait()
+        lines.append(["resume a 99%-done 1M-item run: time to first call",
+                      f"{first_call:.2f} s", "", "", ""])
+    finally:
+        sandbox.stop()
+
+
+def fake_done(run_dir: Path) -> None:
+    import polars as pl
+
+    from jobs.flow_associations import FlowAssociations
+    from pipeline.journal import result_schema
+
+    items = pl.read_parquet(run_dir / "parts" / "items.parquet")
+    done = items.head(int(items.height * 0.99))
+    schema = result_schema(FlowAssociations.result_schema)
+    frame = done.select(
+        "instance_id", "item_key", "input_row", "batch_id",
+        pl.col("item_key").alias("phone_number_id"),
+        pl.lit("arn").alias("phone_number_arn"), pl.lit(None, pl.String).alias("phone_number"),
+        pl.lit("VOICE_PHONE_NUMBER").alias("resource_type"),
+        pl.lit(None, pl.String).alias("flow_id"), pl.lit(False).alias("associated"),
+        pl.lit("us-east-1").alias("region"), pl.lit("123456789012").alias("account_id"),
+        pl.lit(1, pl.Int64).alias("attempts"),
+        pl.lit(None, schema["completed_at"]).alias("completed_at"),
+    ).select(list(schema)).cast(schema)
+    frame.write_parquet(run_dir / "parts" / "results-000001.parquet")
+
+
+def startup(lines: list[list[str]]) -> None:
+    times = []
+    for _ in range(11):
+        started = time.perf_counter()
+        subprocess.run([PY, "-m", "pipeline", "--help"], env=ENV, stdout=subprocess.DEVNULL,
+                       check=True)
+        times.append(time.perf_counter() - started)
+    lines.append(["connect-bulk --help (median of 11)", f"{statistics.median(times):.3f} s",
+                  "", "", ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=20.0, help="the sandbox quota R")
+    parser.add_argument("--calls", type=int, default=300, help="calls per quota scenario")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=["quota", "overhead", "scale", "startup"])
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, {platform.platform()}")
+    lines: list[list[str]] = []
+    if args.only in (None, "quota"):
+        quota_and_peers(args.rate, args.calls, lines)
+    if args.only in (None, "overhead"):
+        overhead(600, 16, lines)
+    if args.only in (None, "scale"):
+        scale(args.rows, 5000, lines)
+    if args.only in (None, "startup"):
+        startup(lines)
+    print("| scenario | calls/s or time | ratio | throttled | calls made |")
+    print("|---|---|---|---|---|")
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
