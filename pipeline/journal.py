@@ -147,15 +147,18 @@ class Journal:
         """Put what a crashed execution logged but never compacted back in the buffers."""
         if not self.wal.is_file():
             return
+        result_columns = [c for c in self.schema if c != "completed_at"]
+        failure_columns = [c for c in FAILURE_SCHEMA if c != "failed_at"]
         for line in self.wal.read_text(encoding="utf-8").splitlines():
             try:
-                record = json.loads(line)
+                entry = json.loads(line)
             except ValueError:
                 continue  # a line torn by the crash: its batch was never acknowledged
-            row = record["row"]
-            stamp = "completed_at" if record["kind"] == "result" else "failed_at"
-            row[stamp] = datetime.fromisoformat(row[stamp])
-            (self._results if record["kind"] == "result" else self._failures).append(row)
+            at = datetime.fromisoformat(entry["at"])
+            self._results += [dict(zip(result_columns, values, strict=True))
+                              | {"completed_at": at} for values in entry["results"]]
+            self._failures += [dict(zip(failure_columns, values, strict=True))
+                               | {"failed_at": at} for values in entry["failures"]]
 
     def load(self) -> pl.DataFrame:
         """Read the state left by earlier executions; returns ``latest()``."""
@@ -172,7 +175,11 @@ class Journal:
     # -- writing ----------------------------------------------------------------------------
 
     def record(self, batch_id: str, outcomes: list[Outcome]) -> None:
+        """Buffer a batch's outcomes as rows, and log them as one line: values in column
+        order, the timestamp once (the log is on the hot path: keep it lean)."""
         now = utc_now()
+        results, failures = [], []
+        result_columns = [c for c in self.schema if c != "completed_at"]
         for outcome in outcomes:
             item = outcome.item
             if self.redrive:
@@ -185,30 +192,21 @@ class Journal:
                     "input_row": item.input_row,
                     "batch_id": batch_id,
                     "attempts": outcome.attempts,
-                    "completed_at": now,
                 }
-                self._results.append(row)
-                self._log("result", row)
+                results.append([row.get(c) for c in result_columns])
+                self._results.append(row | {"completed_at": now})
             elif isinstance(outcome, Failure):
                 self.counts.failed += 1
                 error = outcome.error
-                row = {
-                    "item_key": item.item_key,
-                    "instance_id": item.instance_id,
-                    "input_row": item.input_row,
-                    "error_code": error.code,
-                    "error_message": error.message,
-                    "http_status": error.http_status,
-                    "retryable": error.retryable,
-                    "attempts": error.attempts,
-                    "batch_id": batch_id,
-                    "failed_at": now,
-                }
-                self._failures.append(row)
-                self._log("failure", row)
-
-    def _log(self, kind: str, row: Mapping[str, Any]) -> None:
-        self._wal_lines.append(json.dumps({"kind": kind, "row": row}, default=_iso) + "\n")
+                values = [item.item_key, item.instance_id, item.input_row, error.code,
+                          error.message, error.http_status, error.retryable, error.attempts,
+                          batch_id]
+                failures.append(values)
+                self._failures.append(
+                    dict(zip(FAILURE_SCHEMA, values, strict=False)) | {"failed_at": now})
+        self._wal_lines.append(json.dumps(
+            {"batch_id": batch_id, "at": now.isoformat(), "results": results,
+             "failures": failures}, separators=(",", ":")) + "\n")
 
     def sync_wal(self) -> None:
         """Make every outcome recorded so far durable (one fsync for all of them)."""
@@ -320,12 +318,6 @@ class Journal:
         write_atomic(self.rundir.failures, lambda tmp: failures.write_parquet(tmp))
         crashpoint("finalized")
         return results.height, failures.height
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot log {type(value).__name__}")
 
 
 def elapsed_since(started: datetime) -> float:

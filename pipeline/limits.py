@@ -36,8 +36,8 @@ class AdaptiveRate:
     until the first throttle. A throttle of a call sent after the last cut (the calls already in
     flight when the rate was cut answer with the same throttle and say nothing new) halves the
     rate, or drops it to a little under what the service has been granting over the last
-    ``WINDOW_S`` seconds if that is lower. Successes then grow it by ``INCREASE_PER_S`` calls a
-    second every second, probing slowly back towards the ceiling, never above.
+    ``WINDOW_S`` seconds if that is lower. Successes then grow it by ``INCREASE_PER_S`` of itself
+    every second, probing slowly back towards the ceiling, never above.
     """
 
     DECREASE = 0.5

@@ -64,31 +64,35 @@ def plan(job: Job, items: pl.DataFrame, *, rows_total: int, rows_rejected: int) 
     )
 
 
-def iter_batches(items: pl.DataFrame) -> Iterator[Batch]:
-    """Batches of ``items`` (which carry ``batch_id``), built one at a time."""
+def iter_batches(items: pl.DataFrame, *, chunk_rows: int = 20_000) -> Iterator[Batch]:
+    """Batches of ``items`` (which carry ``batch_id`` and are in batch order), built lazily:
+    rows become Python objects a chunk at a time, never all at once."""
     if items.is_empty():
         return
     data_columns = [c for c in items.columns if c not in (*ENGINE_COLUMNS, "batch_id")]
-    for (batch_id,), frame in items.group_by("batch_id", maintain_order=True):
-        rows = frame.to_dicts()
-        first = rows[0]
-        yield Batch(
-            batch_id=str(batch_id),
-            instance_id=first["instance_id"],
-            region=first["region"],
-            account_id=first["account_id"],
-            items=tuple(
-                Item(
-                    item_key=row["item_key"],
-                    instance_id=row["instance_id"],
-                    region=row["region"],
-                    account_id=row["account_id"],
-                    input_row=row["input_row"],
-                    data={c: row[c] for c in data_columns},
-                )
-                for row in rows
-            ),
-        )
+    columns = [*ENGINE_COLUMNS, "batch_id", *data_columns]
+    # Cut on batch boundaries, so that a chunk holds whole batches.
+    ends = items.select(
+        (pl.col("batch_id") != pl.col("batch_id").shift(-1)).fill_null(True).arg_true()
+    ).to_series().to_list()
+    start = 0
+    while start < items.height:
+        stop = next((end + 1 for end in ends if end + 1 - start >= chunk_rows), items.height)
+        rows = items.slice(start, stop - start).select(columns).iter_rows()
+        current: list[Item] = []
+        current_id = ""
+        for row in rows:
+            if current and row[5] != current_id:
+                yield Batch(current_id, current[0].instance_id, current[0].region,
+                            current[0].account_id, tuple(current))
+                current = []
+            current_id = row[5]
+            current.append(Item(row[0], row[1], row[2], row[3], row[4],
+                                dict(zip(data_columns, row[6:], strict=True))))
+        if current:
+            yield Batch(current_id, current[0].instance_id, current[0].region,
+                        current[0].account_id, tuple(current))
+        start = stop
 
 
 def calls_by_scope(job: Job, items: pl.DataFrame) -> pl.DataFrame:
