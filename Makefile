@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-all demo sandbox clean
+.PHONY: install lint test test-all bench demo sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: lint
 
 test-all: lint
 	HYPOTHESIS_PROFILE=all $(BIN)/pytest
+
+# Not part of `make test`: minutes of wall time, and figures for the README, not assertions.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python tests/bench/bench.py
 
 demo: $(STAMP)
 	$(BIN)/connect-bulk demo

@@ -71,9 +71,9 @@ class FlowAssociations(Job):
             )
         ]
 
-    @property
-    def resource_type(self) -> str:
-        return str(self.options.get("resource_type") or "VOICE_PHONE_NUMBER")
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.resource_type = str(options.get("resource_type") or "VOICE_PHONE_NUMBER")
 
     def normalize(self, frame: pl.DataFrame) -> Normalized:
         number = pl.col("phone_number")
