@@ -162,25 +162,25 @@ class CampaignOnboarding(Job):
                                   account=batch.account_id,
                                   connectInstanceId=batch.instance_id, **params)
 
-    async def _status(self, ctx: Context, batch: Batch) -> dict[str, Any] | None:
+    async def _look_up(self, ctx: Context, batch: Batch, operation: str,
+                       key: str) -> dict[str, Any] | None:
+        """A read whose 404 is an answer (nothing there), not a failure."""
         try:
-            answer = await self._call(ctx, batch, "GetInstanceOnboardingJobStatus")
+            answer = await self._call(ctx, batch, operation)
         except ClientFault as error:
             if error.code == "ResourceNotFoundException":
                 return None
             raise
-        status: dict[str, Any] = answer.data["connectInstanceOnboardingJobStatus"]
-        return status
+        found: dict[str, Any] = answer.data[key]
+        return found
+
+    async def _status(self, ctx: Context, batch: Batch) -> dict[str, Any] | None:
+        return await self._look_up(ctx, batch, "GetInstanceOnboardingJobStatus",
+                                   "connectInstanceOnboardingJobStatus")
 
     async def _config(self, ctx: Context, batch: Batch) -> dict[str, Any] | None:
-        try:
-            answer = await self._call(ctx, batch, "GetConnectInstanceConfig")
-        except ClientFault as error:
-            if error.code == "ResourceNotFoundException":
-                return None
-            raise
-        config: dict[str, Any] = answer.data["connectInstanceConfig"]
-        return config
+        return await self._look_up(ctx, batch, "GetConnectInstanceConfig",
+                                   "connectInstanceConfig")
 
     def _row(self, batch: Batch, encryption: dict[str, Any], status: str,
              outcome: str) -> dict[str, Any]:

@@ -89,3 +89,16 @@ def read(path: Path) -> Any:
     import polars as pl
 
     return pl.read_parquet(path)
+
+
+def seeded_input(sandbox: Sandbox, path: Path, *, instances: int, per_instance: int,
+                 seed: int) -> Path:
+    """Seed a world in bulk and write every claimed number as an input row (instance ARN, ID)."""
+    world = sandbox.seed(instances=instances, numbers_per_instance=per_instance, seed=seed)
+    connect = sandbox.client("connect")
+    rows = []
+    for instance in world["instances"]:
+        listed = connect.list_phone_numbers_v2(InstanceId=instance["id"], MaxResults=1000)
+        rows += [[instance["arn"], n["PhoneNumberId"]]
+                 for n in listed["ListPhoneNumbersSummaryList"]]
+    return write_csv(path, ["instance_id", "phone_number"], rows)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cli.world import write_csv
+from tests.cli.world import seeded_input as world_input
 from tests.conftest import Sandbox, run_cli
 
 OP = "BatchGetFlowAssociation"
@@ -23,14 +23,7 @@ CRASH_POINTS = ["first-call", "wal-synced:5", "part-written:1", "wal-truncated:1
 
 
 def seeded_input(sandbox: Sandbox, path: Path) -> Path:
-    world = sandbox.seed(instances=INSTANCES, numbers_per_instance=PER_INSTANCE, seed=11)
-    connect = sandbox.client("connect")
-    rows = []
-    for instance in world["instances"]:
-        numbers = connect.list_phone_numbers_v2(InstanceId=instance["id"], MaxResults=1000)
-        rows += [[instance["arn"], n["PhoneNumberId"]]
-                 for n in numbers["ListPhoneNumbersSummaryList"]]
-    return write_csv(path, ["instance_id", "phone_number"], rows)
+    return world_input(sandbox, path, instances=INSTANCES, per_instance=PER_INSTANCE, seed=11)
 
 
 def run_with_crash(sandbox: Sandbox, input_csv: Path, out: Path, crash_at: str,

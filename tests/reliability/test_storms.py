@@ -13,21 +13,14 @@ from pathlib import Path
 
 import polars as pl
 
-from tests.cli.world import read, write_csv
+from tests.cli.world import read, seeded_input
 from tests.conftest import Sandbox, cli_env, run_cli, start_sandbox, stop_sandbox
 
 OP = "BatchGetFlowAssociation"
 
 
 def _input(sandbox: Sandbox, path: Path, *, instances: int = 4, per_instance: int = 500) -> Path:
-    world = sandbox.seed(instances=instances, numbers_per_instance=per_instance, seed=3)
-    connect = sandbox.client("connect")
-    rows = []
-    for instance in world["instances"]:
-        listed = connect.list_phone_numbers_v2(InstanceId=instance["id"], MaxResults=1000)
-        rows += [[instance["arn"], n["PhoneNumberId"]]
-                 for n in listed["ListPhoneNumbersSummaryList"]]
-    return write_csv(path, ["instance_id", "phone_number"], rows)
+    return seeded_input(sandbox, path, instances=instances, per_instance=per_instance, seed=3)
 
 
 def _run(sandbox: Sandbox, path: Path, out: Path, *args: str,
