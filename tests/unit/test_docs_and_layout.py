@@ -31,7 +31,7 @@ def test_the_engine_names_no_connect_operation() -> None:
     operations = set()
     for service in ("connect", "connectcampaigns", "connectcampaignsv2"):
         operations |= set(session.get_service_model(service).operation_names)
-    engine = [p for p in (ROOT / "pipeline").glob("*.py")]
+    engine = list((ROOT / "pipeline").glob("*.py"))
     assert engine
     for path in engine:
         words = set(re.findall(r"[A-Z][A-Za-z0-9]+", path.read_text()))
