@@ -151,3 +151,32 @@ class FlowAssociations(Job):
 
 
 JOB = FlowAssociations
+
+
+def diff_runs(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
+    """What changed between two runs' results: associations ``added``, ``removed``, and
+    ``changed`` (re-pointed to another flow). A number absent from a run counts as not
+    associated there."""
+    key = ["instance_id", "phone_number_id"]
+    columns = [*key, "phone_number_arn", "flow_id"]
+    joined = before.select(columns).join(
+        after.select(columns), on=key, how="full", coalesce=True, suffix="_after"
+    ).rename({"flow_id": "flow_id_before"})
+    change = (
+        pl.when(pl.col("flow_id_before").is_null() & pl.col("flow_id_after").is_not_null())
+        .then(pl.lit("added"))
+        .when(pl.col("flow_id_before").is_not_null() & pl.col("flow_id_after").is_null())
+        .then(pl.lit("removed"))
+        .when(pl.col("flow_id_before") != pl.col("flow_id_after"))
+        .then(pl.lit("changed"))
+        .otherwise(None)
+    )
+    return (
+        joined.with_columns(
+            change.alias("change"),
+            pl.coalesce("phone_number_arn_after", "phone_number_arn").alias("phone_number_arn"),
+        )
+        .filter(pl.col("change").is_not_null())
+        .select(*key, "phone_number_arn", "change", "flow_id_before", "flow_id_after")
+        .sort("change", *key)
+    )

@@ -318,6 +318,43 @@ def status(*, run_dir: Path, as_json: bool) -> None:
         click.echo(f"  note     {summary['note']}")
 
 
+@cli.command()
+@click.argument("run_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Where to write the changes (default RUN_B/diff.parquet).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@edge
+def diff(*, run_a: Path, run_b: Path, out_path: Path | None, as_json: bool) -> None:
+    """What changed from flow-associations run A to run B: associations added, removed, and
+    re-pointed (changed)."""
+    import polars as pl
+
+    from jobs.flow_associations import diff_runs
+
+    from .errors import UsageError
+    from .rundir import RunDir, write_atomic
+
+    frames = []
+    for path in (run_a, run_b):
+        rundir = RunDir(path)
+        if rundir.read_run()["job"] != "flow-associations":
+            raise UsageError(f"{path}: diff compares flow-associations runs")
+        if not rundir.results.is_file():
+            raise UsageError(f"{path}: no results.parquet yet (resume the run first)")
+        frames.append(pl.read_parquet(rundir.results))
+    changes = diff_runs(*frames)
+    target = out_path or run_b / "diff.parquet"
+    write_atomic(target, lambda tmp: changes.write_parquet(tmp))
+    counts = {change: int((changes["change"] == change).sum())
+              for change in ("added", "removed", "changed")}
+    if as_json:
+        click.echo(json.dumps(counts | {"total": changes.height, "out": str(target)}))
+        return
+    click.echo(f"{counts['added']} added, {counts['removed']} removed, {counts['changed']} "
+               f"changed; written to {target}")
+
+
 @cli.command("jobs")
 def list_jobs() -> None:
     """List the jobs with their input columns and options."""
