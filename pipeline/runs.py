@@ -394,7 +394,7 @@ async def _run_async(
             on_progress=progress.advance if progress else None,
         )
         async with anyio.create_task_group() as group:
-            group.start_soon(_report_every, report, caller, events, 2.0)
+            group.start_soon(_report_every, report, caller, events, 1.0, 10)
             if progress:
                 events.console = progress.console  # log lines above the bar, not through it
                 with progress:
@@ -408,18 +408,22 @@ async def _run_async(
 
 async def _report_every(report: Report, caller: Caller, events: EventLog, every_s: float,
                         log_every: int = 5) -> None:
-    """Rewrite ``summary.json`` every ``every_s``; log a progress event every ``log_every``
-    rewrites (JSON logs show it, so a cron log says how far a long run got)."""
+    """Rewrite ``summary.json`` and log a progress event every ``every_s``."""
     tick = 0
     while True:
         await anyio.sleep(every_s)
         tick += 1
-        summary = await anyio.to_thread.run_sync(report.write, "running", caller.stats_json())
-        if tick % log_every == 0:
-            events.emit("progress", console=not report.quiet_progress, **{
-                k: summary[k] for k in ("items_succeeded", "items_failed", "items_pending",
-                                        "calls_per_s")
-            })
+        calls = caller.stats_json()
+        summary = await anyio.to_thread.run_sync(report.write, "running", calls)
+        # Every tick in the file (the notebooks chart calls and throttles over time); on the
+        # console every log_every ticks.
+        events.emit(
+            "progress", console=tick % log_every == 0 and not report.quiet_progress,
+            calls_made=sum(c["made"] for c in calls.values()),
+            calls_throttled=sum(c["throttled"] for c in calls.values()),
+            **{k: summary[k] for k in ("items_succeeded", "items_failed", "items_pending",
+                                       "calls_per_s")},
+        )
 
 
 async def _fill_scope(pending: pl.DataFrame, caller: Caller) -> pl.DataFrame:

@@ -127,6 +127,11 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
             echo(f"outputs in {run_dir}/: results.parquet, failures.parquet, rejects.parquet, "
                  "summary.json, events.jsonl")
             echo(f"  connect-bulk status {run_dir}")
+        echo("")
+        echo("open the run reports (they read the newest run under data/runs):")
+        echo("  .venv/bin/pip install -e '.[notebooks]' && .venv/bin/jupyter lab notebooks/")
+        echo(f"  or one run: CONNECT_BULK_RUN_DIR={run_dirs[0]} .venv/bin/jupyter lab "
+             "notebooks/flow-associations-report.ipynb")
     return max(codes)
 
 
