@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import anyio
 import click
 import polars as pl
 
-from pipeline.job import Batch, Column, Context, Job, Normalized, Outcome, Success
+from pipeline.errors import ClientFault
+from pipeline.job import Batch, Column, Context, Failure, Job, Normalized, Outcome, Success
 
 from ._instances import (
     INSTANCE_COLUMN,
@@ -32,6 +34,8 @@ NUMBER_ARN = (
     rf"(?:instance/({UUID})/)?phone-number/({UUID})$"
 )
 E164_LIKE = r"^\+?[0-9 ().\-]{4,}$"
+E164 = r"^\+[1-9][0-9]{1,14}$"
+NOT_FOUND = "PhoneNumberNotFound"
 RESOURCE_TYPES = ("VOICE_PHONE_NUMBER", "WHATSAPP_MESSAGING_PHONE_NUMBER")
 
 
@@ -41,7 +45,7 @@ class FlowAssociations(Job):
     columns = (
         INSTANCE_COLUMN,
         Column("phone_number", ("phone_number_id", "phone_number_arn", "resource_id"),
-               help="phone number ID (UUID) or phone number ARN"),
+               help="phone number ID (UUID), phone number ARN, or E.164 number"),
     )
     operation = "BatchGetFlowAssociation"
     batch_size = 100
@@ -74,6 +78,7 @@ class FlowAssociations(Job):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.resource_type = str(options.get("resource_type") or "VOICE_PHONE_NUMBER")
+        self._locks: dict[str, anyio.Lock] = {}
 
     def normalize(self, frame: pl.DataFrame) -> Normalized:
         number = pl.col("phone_number")
@@ -85,6 +90,8 @@ class FlowAssociations(Job):
             number.str.extract(NUMBER_ARN, 1).alias("_num_region"),
             number.str.extract(NUMBER_ARN, 2).alias("_num_account"),
             number.str.extract(NUMBER_ARN, 3).str.to_lowercase().alias("_num_instance"),
+            # +1 (555) 010-0000 and the like, as E.164: resolved per instance at run time.
+            number.str.replace_all(r"[ ().\-]", "").alias("_e164"),
         )
         inst, num = pl.col("_instance"), pl.col("_number")
         quoted_number = pl.lit("'") + number + pl.lit("'")
@@ -92,10 +99,13 @@ class FlowAssociations(Job):
         frame = frame.with_columns(first_reason(
             *instance_reasons(),
             (number.is_null(), pl.lit("phone_number is empty")),
-            (num.is_null() & number.str.contains(E164_LIKE),
+            (num.is_null() & number.str.contains(E164_LIKE)
+             & ~pl.col("_e164").str.contains(E164),
              pl.lit("phone_number ") + quoted_number
-             + pl.lit(" is a telephone number; give its phone number ID or ARN")),
-            (num.is_null(), pl.lit("phone_number ") + quoted_number
+             + pl.lit(" is not a valid E.164 number (+ country code and number, at most 15 "
+                      "digits)")),
+            (num.is_null() & ~pl.col("_e164").str.contains(E164), pl.lit("phone_number ")
+             + quoted_number
              + pl.lit(" is not a phone number ID (UUID) or phone number ARN")),
             (both_scoped & ((pl.col("_inst_region") != pl.col("_num_region"))
                             | (pl.col("_inst_account") != pl.col("_num_account"))),
@@ -107,21 +117,71 @@ class FlowAssociations(Job):
              + pl.lit(", not ") + inst),
         ))
         rejects = frame.filter(pl.col("reason").is_not_null()).select("input_row", "reason")
+        e164 = pl.when(num.is_null()).then(pl.col("_e164"))
         items = frame.filter(pl.col("reason").is_null()).select(
-            pl.col("_number").alias("item_key"),
+            # A number given as E.164 is keyed by it until the instance's listing names its ID.
+            pl.coalesce(num, pl.col("_e164")).alias("item_key"),
             pl.col("_instance").alias("instance_id"),
             pl.coalesce("_inst_region", "_num_region").alias("region"),
             pl.coalesce("_inst_account", "_num_account").alias("account_id"),
             "input_row",
             pl.col("_number").alias("phone_number_id"),
+            e164.alias("phone_number"),
         )
         return Normalized(items=items, rejects=rejects)
 
+    async def _directory(self, ctx: Context, batch: Batch) -> dict[str, list[str]]:
+        """E.164 -> [ID, ARN] of every number claimed in the batch's instance: listed with
+        ListPhoneNumbersV2 once per instance and run (a lock per instance, so concurrent batches
+        wait for one listing), and noted in the run directory so that a resumed run does not
+        list again."""
+        key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
+        lock = self._locks.setdefault(key, anyio.Lock())
+        async with lock:
+            noted = ctx.notes.get("numbers", key)
+            if noted is not None:
+                directory: dict[str, list[str]] = noted
+                return directory
+            directory, token = {}, None
+            while True:
+                params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
+                if token:
+                    params["NextToken"] = token
+                page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
+                                          account=batch.account_id, **params)
+                for number in page.data.get("ListPhoneNumbersSummaryList", []):
+                    directory[number["PhoneNumber"]] = [number["PhoneNumberId"].lower(),
+                                                        number["PhoneNumberArn"]]
+                token = page.data.get("NextToken")
+                if not token:
+                    break
+            ctx.notes.put("numbers", key, directory)
+            return directory
+
     async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        ids: dict[str, str] = {}  # item_key -> phone number ID
+        numbers: dict[str, str] = {}  # phone number ID -> E.164, where known
+        if any(item.item_key.startswith("+") for item in batch.items):
+            directory = await self._directory(ctx, batch)
+            numbers = {entry[0]: e164 for e164, entry in directory.items()}
+            for item in batch.items:
+                if not item.item_key.startswith("+"):
+                    ids[item.item_key] = item.item_key
+                elif item.item_key in directory:
+                    ids[item.item_key] = directory[item.item_key][0]
+                else:
+                    outcomes.append(Failure(item, ClientFault(
+                        NOT_FOUND, f"{item.item_key} is not claimed in instance "
+                        f"{batch.instance_id} ({batch.region})")))
+        else:
+            ids = {item.item_key: item.item_key for item in batch.items}
+        if not ids:
+            return outcomes
         answer = await ctx.aws.call(
             "connect", self.operation, region=batch.region, account=batch.account_id,
             InstanceId=batch.instance_id,
-            ResourceIds=[item.item_key for item in batch.items],
+            ResourceIds=list(dict.fromkeys(ids.values())),
             ResourceType=self.resource_type,
         )
         by_id = {
@@ -129,18 +189,20 @@ class FlowAssociations(Job):
             for summary in answer.data.get("FlowAssociationSummaryList", [])
         }
         partition = partition_of(batch.region)
-        outcomes: list[Outcome] = []
         for item in batch.items:
-            summary = by_id.get(item.item_key)
+            if item.item_key not in ids:
+                continue
+            number_id = ids[item.item_key]
+            summary = by_id.get(number_id)
             arn = summary["ResourceId"] if summary else (
                 f"arn:{partition}:connect:{batch.region}:{batch.account_id}:"
-                f"phone-number/{item.item_key}"
+                f"phone-number/{number_id}"
             )
             outcomes.append(Success(item, {
                 "instance_id": batch.instance_id,
-                "phone_number_id": item.item_key,
+                "phone_number_id": number_id,
                 "phone_number_arn": arn,
-                "phone_number": item.data.get("phone_number"),
+                "phone_number": item.data.get("phone_number") or numbers.get(number_id),
                 "resource_type": self.resource_type,
                 "flow_id": summary.get("FlowId") if summary else None,
                 "associated": summary is not None,

@@ -54,7 +54,7 @@ def test_messy_csv_gives_exactly_the_right_results_failures_and_rejects(
     bad = [
         ["", a_numbers[5].id],
         ["nope", a_numbers[5].id],
-        [a["Id"], "+1 555 700 0001"],
+        [a["Id"], "+1 (555) 799-9999"],  # E.164, not claimed in A: PhoneNumberNotFound
         [a["Id"], "garbage"],
         [a["Arn"], a_numbers[6].arn.replace("us-east-1", "eu-west-1")],
         [a["Id"], ""],
@@ -81,39 +81,41 @@ def test_messy_csv_gives_exactly_the_right_results_failures_and_rejects(
         assert (row["region"], row["account_id"]) == ("us-east-1", "123456789012")
     first_rows = dict(zip(results["phone_number_id"], results["input_row"], strict=True))
     assert first_rows[a_numbers[0].id] == 1  # the duplicate kept the first row
-    # Only the two numbers of B listed under A failed, alone, after splitting.
-    assert sorted(failures["item_key"]) == sorted([b_numbers[140].id, b_numbers[141].id])
-    assert set(failures["error_code"]) == {"ResourceNotFoundException"}
-    assert set(failures["http_status"]) == {404}
+    # Only the two numbers of B listed under A failed, alone, after splitting; and the E.164
+    # number A does not have, without being sent.
+    codes = dict(zip(failures["item_key"], failures["error_code"], strict=True))
+    assert codes == {b_numbers[140].id: "ResourceNotFoundException",
+                     b_numbers[141].id: "ResourceNotFoundException",
+                     "+15557999999": "PhoneNumberNotFound"}
     assert not any(failures["retryable"])
     assert set(failures["instance_id"]) == {a["Id"]}
-    # Rejects: the six bad rows, with their reasons and their input as given.
+    # Rejects: the five bad rows, with their reasons and their input as given.
     first_bad = len(rows) - len(bad) + 1
-    assert rejects["input_row"].to_list() == list(range(first_bad, first_bad + 6))
+    assert rejects["input_row"].to_list() == [first_bad + i for i in (0, 1, 3, 4, 5)]
     reasons = rejects["reason"].to_list()
     assert reasons[0] == "instance_id is empty"
     assert "'nope' is not an instance ID" in reasons[1]
-    assert "is a telephone number" in reasons[2]
-    assert "'garbage' is not a phone number ID" in reasons[3]
-    assert "eu-west-1/123456789012 but the instance is in us-east-1/123456789012" in reasons[4]
-    assert reasons[5] == "phone_number is empty"
+    assert "'garbage' is not a phone number ID" in reasons[2]
+    assert "eu-west-1/123456789012 but the instance is in us-east-1/123456789012" in reasons[3]
+    assert reasons[4] == "phone_number is empty"
     assert rejects.columns == ["input_row", "reason", "  INSTANCE_ARN ", "Phone-Number-Id"]
-    assert rejects["Phone-Number-Id"][3] == "garbage"
+    assert rejects["Phone-Number-Id"][2] == "garbage"
     # The summary adds up: input rows = items + duplicates + rejects.
     assert summary["rows_total"] == len(rows) == 310
     assert (summary["items_total"], summary["rows_duplicate"], summary["rows_rejected"]) == (
-        302, 2, 6)
+        303, 2, 5)
     assert summary["items_total"] + summary["rows_duplicate"] + summary["rows_rejected"] == 310
     assert (summary["items_succeeded"], summary["items_failed"], summary["items_pending"]) == (
-        300, 2, 0)
+        300, 3, 0)
     assert summary["state"] == "completed_with_failures"
-    # Calls: the minimum (2 batches per instance) plus the splits of A's second batch, whose
-    # last two items (positions 50 and 51 of 52) are the bad ones.
-    expected_calls = 4 + split_calls(52, {50, 51}) - 1
+    # Calls: the minimum (2 batches per instance) plus the splits of A's second batch of 53,
+    # whose items 50 and 51 are the misplaced numbers and 52 the unclaimed E.164 one.
+    expected_calls = 4 + split_calls(53, {50, 51}, frozenset({52})) - 1
     stats = sandbox.stats()
     assert stats["calls"][OP] == expected_calls
     assert summary["calls"][OP]["made"] == expected_calls  # type: ignore[index]
     assert "GetCallerIdentity" not in stats["calls"]  # every instance was named by ARN once
+    assert stats["calls"]["ListPhoneNumbersV2"] == 1  # A's numbers, listed once for the E.164
 
 
 def test_the_committed_parquet_sample_succeeds_with_the_minimum_calls(

@@ -38,7 +38,7 @@ def test_reasons_tell_the_user_what_to_fix() -> None:
     other_region = N_ARN.replace("eu-west-2", "us-east-1")
     other_instance = LEGACY.replace(f"instance/{A}", "instance/" + "3" * 8 + A[8:])
     _, rejects = _normalize([
-        (None, N), ("i-123", N), (A, None), (A, "+44 20 7946 0000"), (A, "12345x"),
+        (None, N), ("i-123", N), (A, None), (A, "+0 20 7946 0000"), (A, "12345x"),
         (A_ARN, other_region), (A, other_instance),
     ])
     reasons = [r["reason"] for r in rejects]
@@ -46,10 +46,19 @@ def test_reasons_tell_the_user_what_to_fix() -> None:
         "instance_id is empty",
         "instance_id 'i-123' is not an instance ID (UUID) or instance ARN",
         "phone_number is empty",
-        "phone_number '+44 20 7946 0000' is a telephone number; give its phone number ID or ARN",
+        "phone_number '+0 20 7946 0000' is not a valid E.164 number (+ country code and number, "
+        "at most 15 digits)",
         "phone_number '12345x' is not a phone number ID (UUID) or phone number ARN",
         "phone number ARN is in us-east-1/111122223333 but the instance is in "
         "eu-west-2/111122223333",
         f"phone number ARN names instance 33333333{A[8:]}, not {A}",
     ]
     assert [r["input_row"] for r in rejects] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_e164_numbers_in_any_punctuation_are_one_key() -> None:
+    items, rejects = _normalize([(A, "+44 20 7946 0000"), (A, "+44 (20) 7946-0000"),
+                                 (A, "+442079460000")])
+    assert rejects == []
+    assert {(i["item_key"], i["phone_number"], i["phone_number_id"]) for i in items} == {
+        ("+442079460000", "+442079460000", None)}
