@@ -48,6 +48,8 @@ class AwsSettings:
     max_attempts: int = 8
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
+    #: role to assume for instances in other accounts than the caller's ("{account}" filled in)
+    role_arn_template: str | None = None
 
 
 def _method(operation: str) -> str:
@@ -66,7 +68,8 @@ class Caller:
         self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
         self._limiters: dict[tuple[str, str, str], AdaptiveRate] = {}
         self._slots = anyio.CapacityLimiter(settings.concurrency)
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._sessions: dict[str, Any] = {}
         self._accounts: dict[str, str] = {}
         self._stack = contextlib.AsyncExitStack()
         self._client_lock = anyio.Lock()
@@ -96,8 +99,42 @@ class Caller:
             )
         return str(region)
 
-    async def client(self, service: str, region: str) -> Any:
-        key = (service, region)
+    async def _session_for(self, account: str, region: str) -> Any:
+        """The session whose credentials act in ``account``: the caller's own, or, with
+        ``--role-arn-template``, the role assumed there (once per account; botocore refreshes
+        it before it expires)."""
+        template = self.settings.role_arn_template
+        if not template or account == "caller" or account == await self.account(region):
+            return self._session
+        if account not in self._sessions:
+            import aioboto3
+            from aiobotocore.credentials import AioDeferredRefreshableCredentials
+            from aiobotocore.session import get_session
+
+            role_arn = template.format(account=account)
+
+            async def assume() -> dict[str, str]:
+                # Runs inside the call that needs the credentials, which holds a slot already.
+                answer = await self.call("sts", "AssumeRole", region=region, account="caller",
+                                         hold_slot=False, RoleArn=role_arn,
+                                         RoleSessionName="connect-bulk")
+                credentials = answer.data["Credentials"]
+                return {
+                    "access_key": credentials["AccessKeyId"],
+                    "secret_key": credentials["SecretAccessKey"],
+                    "token": credentials["SessionToken"],
+                    "expiry_time": credentials["Expiration"].isoformat(),
+                }
+
+            botocore_session = get_session()
+            botocore_session._credentials = AioDeferredRefreshableCredentials(
+                refresh_using=assume, method="assume-role")
+            self._sessions[account] = aioboto3.Session(botocore_session=botocore_session)
+        return self._sessions[account]
+
+    async def client(self, service: str, region: str, account: str = "caller") -> Any:
+        session = await self._session_for(account, region)
+        key = (service, region, account if session is not self._session else "caller")
         if key not in self._clients:
             async with self._client_lock:
                 if key not in self._clients:
@@ -111,7 +148,7 @@ class Caller:
                         user_agent_extra=f"connect-bulk/{__version__}",
                     )
                     self._clients[key] = await self._stack.enter_async_context(
-                        self._session.client(
+                        session.client(
                             service, region_name=region, endpoint_url=self.settings.endpoint_url,
                             config=config,
                         )
@@ -134,9 +171,10 @@ class Caller:
         return self._accounts["caller"]
 
     async def call(
-        self, service: str, operation: str, *, region: str, account: str, **params: Any
+        self, service: str, operation: str, *, region: str, account: str,
+        hold_slot: bool = True, **params: Any,
     ) -> Answer:
-        client = await self.client(service, region)
+        client = await self.client(service, region, account)
         method = getattr(client, _method(operation))
         limiter = self.limiter(operation, account, region)
         stats = self.stats[operation]
@@ -146,7 +184,7 @@ class Caller:
             await limiter.acquire()
             sent_at = limiter.now()
             crashpoint("first-call")
-            async with self._slots:
+            async with self._slots if hold_slot else contextlib.nullcontext():
                 stats.made += 1
                 try:
                     data = await method(**params)

@@ -37,7 +37,6 @@ class RunOptions:
     out: str = "data/runs"
     run_id: str | None = None
     aws: AwsSettings = field(default_factory=AwsSettings)
-    role_arn_template: str | None = None
     max_failure_rate: float | None = None
     deadline: str | None = None
     log_format: str = "text"
@@ -129,9 +128,10 @@ def start(job_name: str, input_path: Path, job_options: dict[str, Any],
     """Start (or continue) a run. A mutating job asks ``confirm`` first, unless ``--yes``;
     without a way to ask (no TTY) and without ``--yes`` it refuses."""
     job = load_job_class(job_name)(**job_options)
-    if options.role_arn_template:
-        raise UsageError("--role-arn-template is not supported yet: run each account with its "
-                         "own --profile")
+    template = options.aws.role_arn_template
+    if template and ("{account}" not in template or not template.startswith("arn:")):
+        raise UsageError(f"--role-arn-template {template!r}: give a role ARN with {{account}}, "
+                         "e.g. arn:aws:iam::{account}:role/ConnectBulk")
     now = utc_now()
     run_id = expand_run_id(options.run_id, job_name, now)
     rundir = RunDir(Path(options.out) / run_id)
