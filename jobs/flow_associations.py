@@ -10,6 +10,7 @@ https://docs.aws.amazon.com/connect/latest/APIReference/API_BatchGetFlowAssociat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import anyio
@@ -37,6 +38,14 @@ E164_LIKE = r"^\+?[0-9 ().\-]{4,}$"
 E164 = r"^\+[1-9][0-9]{1,14}$"
 NOT_FOUND = "PhoneNumberNotFound"
 RESOURCE_TYPES = ("VOICE_PHONE_NUMBER", "WHATSAPP_MESSAGING_PHONE_NUMBER")
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """An instance's claimed numbers: E.164 -> [ID, ARN], and ID -> E.164."""
+
+    by_e164: dict[str, list[str]]
+    by_id: dict[str, str]
 
 
 class FlowAssociations(Job):
@@ -79,6 +88,7 @@ class FlowAssociations(Job):
         super().__init__(**options)
         self.resource_type = str(options.get("resource_type") or "VOICE_PHONE_NUMBER")
         self._locks: dict[str, anyio.Lock] = {}
+        self._directories: dict[str, Directory] = {}
 
     def normalize(self, frame: pl.DataFrame) -> Normalized:
         number = pl.col("phone_number")
@@ -130,33 +140,41 @@ class FlowAssociations(Job):
         )
         return Normalized(items=items, rejects=rejects)
 
-    async def _directory(self, ctx: Context, batch: Batch) -> dict[str, list[str]]:
-        """E.164 -> [ID, ARN] of every number claimed in the batch's instance: listed with
+    async def _directory(self, ctx: Context, batch: Batch) -> Directory:
+        """Every number claimed in the batch's instance, both ways: listed with
         ListPhoneNumbersV2 once per instance and run (a lock per instance, so concurrent batches
         wait for one listing), and noted in the run directory so that a resumed run does not
         list again."""
         key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
+        if key in self._directories:
+            return self._directories[key]
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
-            noted = ctx.notes.get("numbers", key)
-            if noted is not None:
-                directory: dict[str, list[str]] = noted
+            if key not in self._directories:
+                listing = ctx.notes.get("numbers", key)
+                if listing is None:
+                    listing = await self._list(ctx, batch)
+                    ctx.notes.put("numbers", key, listing)
+                self._directories[key] = Directory(
+                    by_e164=listing, by_id={entry[0]: e164 for e164, entry in listing.items()})
+        return self._directories[key]
+
+    async def _list(self, ctx: Context, batch: Batch) -> dict[str, list[str]]:
+        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page."""
+        directory: dict[str, list[str]] = {}
+        token = None
+        while True:
+            params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
+            if token:
+                params["NextToken"] = token
+            page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
+                                      account=batch.account_id, **params)
+            for number in page.data.get("ListPhoneNumbersSummaryList", []):
+                directory[number["PhoneNumber"]] = [number["PhoneNumberId"].lower(),
+                                                    number["PhoneNumberArn"]]
+            token = page.data.get("NextToken")
+            if not token:
                 return directory
-            directory, token = {}, None
-            while True:
-                params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
-                if token:
-                    params["NextToken"] = token
-                page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
-                                          account=batch.account_id, **params)
-                for number in page.data.get("ListPhoneNumbersSummaryList", []):
-                    directory[number["PhoneNumber"]] = [number["PhoneNumberId"].lower(),
-                                                        number["PhoneNumberArn"]]
-                token = page.data.get("NextToken")
-                if not token:
-                    break
-            ctx.notes.put("numbers", key, directory)
-            return directory
 
     async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -164,12 +182,12 @@ class FlowAssociations(Job):
         numbers: dict[str, str] = {}  # phone number ID -> E.164, where known
         if any(item.item_key.startswith("+") for item in batch.items):
             directory = await self._directory(ctx, batch)
-            numbers = {entry[0]: e164 for e164, entry in directory.items()}
+            numbers = directory.by_id
             for item in batch.items:
                 if not item.item_key.startswith("+"):
                     ids[item.item_key] = item.item_key
-                elif item.item_key in directory:
-                    ids[item.item_key] = directory[item.item_key][0]
+                elif item.item_key in directory.by_e164:
+                    ids[item.item_key] = directory.by_e164[item.item_key][0]
                 else:
                     outcomes.append(Failure(item, ClientFault(
                         NOT_FOUND, f"{item.item_key} is not claimed in instance "

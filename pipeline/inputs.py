@@ -164,7 +164,6 @@ def rejects_frame(table: InputTable, rejects: pl.DataFrame) -> pl.DataFrame:
         *(
             inert(pl.col(f"__in__{name}")).alias(f"input_{name}" if name in RESERVED else name)
             for name in table.original_columns
-            if f"__in__{name}" in table.frame.columns
         ),
     )
     joined = rejects.select("input_row", "reason").join(originals, on="input_row", how="left")

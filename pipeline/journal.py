@@ -98,6 +98,9 @@ class Journal:
         self._failures: list[dict[str, Any]] = []
         self._next_part = 1 + max((n for _, n in self._parts()), default=0)
         self._wal_lines: list[str] = []
+        # The log's column order: the schema but the timestamp, logged once per batch.
+        self._logged_result_columns = [c for c in self.schema if c != "completed_at"]
+        self._logged_failure_columns = [c for c in FAILURE_SCHEMA if c != "failed_at"]
         self.redrive = False
 
     # -- reading what is on disk ------------------------------------------------------------
@@ -147,8 +150,7 @@ class Journal:
         """Put what a crashed execution logged but never compacted back in the buffers."""
         if not self.wal.is_file():
             return
-        result_columns = [c for c in self.schema if c != "completed_at"]
-        failure_columns = [c for c in FAILURE_SCHEMA if c != "failed_at"]
+        result_columns, failure_columns = self._logged_result_columns, self._logged_failure_columns
         for line in self.wal.read_text(encoding="utf-8").splitlines():
             try:
                 entry = json.loads(line)
@@ -179,7 +181,7 @@ class Journal:
         order, the timestamp once (the log is on the hot path: keep it lean)."""
         now = utc_now()
         results, failures = [], []
-        result_columns = [c for c in self.schema if c != "completed_at"]
+        result_columns = self._logged_result_columns
         for outcome in outcomes:
             item = outcome.item
             if self.redrive:

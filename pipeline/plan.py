@@ -95,7 +95,7 @@ def iter_batches(items: pl.DataFrame, *, chunk_rows: int = 20_000) -> Iterator[B
         start = stop
 
 
-def calls_by_scope(job: Job, items: pl.DataFrame) -> pl.DataFrame:
+def calls_by_scope(items: pl.DataFrame) -> pl.DataFrame:
     """Batches per (account, region): what each rate limiter will see."""
     return (
         items.group_by("account_id", "region")
@@ -110,7 +110,7 @@ def estimate(job: Job, items: pl.DataFrame, *, rate: float, burst: float) -> dic
     Limiters are per (operation, account, region) and run side by side, so the estimate is the
     slowest of them: ``(calls - burst) / rate``.
     """
-    scopes = calls_by_scope(job, items)
+    scopes = calls_by_scope(items)
     per_call: Mapping[str, float] = job.calls_per_batch()
     calls = dict.fromkeys(per_call, 0)
     slowest = 0.0

@@ -19,7 +19,7 @@ from . import __version__
 from .aws import AwsSettings, Caller, OperationStats
 from .durations import parse_deadline
 from .engine import Engine, Limits, Stop
-from .errors import CallError, UsageError
+from .errors import CallError, RunLocked, UsageError
 from .events import EventLog
 from .inputs import read_input, rejects_frame, sha256_of
 from .job import Context, Job, load_job_class
@@ -452,16 +452,13 @@ def status(run_dir: Path) -> dict[str, Any]:
     if summary.get("state") == "running":
         try:
             rundir.lock()
-        except Exception:  # held: it is running
-            pass
+        except RunLocked:
+            pass  # a process holds it: it is running
         else:
             rundir.unlock()
-            summary = replace_state(summary, "interrupted")
+            summary |= {"state": "interrupted",
+                        "note": "no process holds the run; resume continues it"}
     return summary | {"input": run["input"], "created_at": run["created_at"]}
-
-
-def replace_state(summary: dict[str, Any], state: str) -> dict[str, Any]:
-    return summary | {"state": state, "note": "no process holds the run; resume continues it"}
 
 
 __all__ = ["RunOptions", "parse_deadline", "plan_report", "resume", "retry", "start", "status"]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,6 +64,13 @@ class Sandbox:
 
     def reset(self) -> None:
         self.control("reset", {})
+
+    def wait_for_calls(self, operation: str, n: int, timeout_s: float = 60) -> None:
+        """Block until the sandbox has seen ``n`` calls of ``operation``."""
+        deadline = time.monotonic() + timeout_s
+        while self.stats()["calls"].get(operation, 0) < n:
+            assert time.monotonic() < deadline, f"fewer than {n} {operation} calls arrived"
+            time.sleep(0.05)
 
 
 def start_sandbox(*args: str) -> tuple[subprocess.Popen[str], str]:

@@ -54,6 +54,8 @@ def flow_association_rows(
         rows += [
             {"Instance": "not-an-instance", "Phone Number": rows[0]["Phone Number"]},
             {"Instance": first["arn"], "Phone Number": ""},
+            {"Instance": first["id"], "Phone Number": "not-a-number"},
+            # The first seeded number, as people write it: resolved through the listing.
             {"Instance": first["id"], "Phone Number": "+1 (555) 010-0000"},
         ]
         rng.shuffle(rows)
@@ -93,8 +95,8 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
             Path("data/demo/flow-associations.csv"),
             flow_association_rows(connect, world["instances"], seed=2026, messy=True),
         )
-        echo(f"wrote {input_path} (IDs and ARNs mixed, some duplicates, a few bad rows, "
-             "a few numbers listed under the wrong instance)")
+        echo(f"wrote {input_path} (IDs, ARNs and an E.164 number mixed, some duplicates, a few "
+             "bad rows, a few numbers listed under the wrong instance)")
         stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
         options = RunOptions(
             out=out,

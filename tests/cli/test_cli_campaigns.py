@@ -161,10 +161,7 @@ def test_a_kill_during_wait_then_resume_finishes_the_waiting(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         env=cli_env(),
     )
-    deadline = time.monotonic() + 60
-    while sandbox.stats()["calls"].get(START, 0) < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    sandbox.wait_for_calls(START, 3)
     time.sleep(0.3)  # the starts are noted as soon as they are answered
     process.kill()
     process.wait(timeout=30)

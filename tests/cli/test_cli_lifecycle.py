@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -73,18 +72,11 @@ def _start(sandbox: Sandbox, input_csv: Path, out: Path) -> subprocess.Popen[str
     )
 
 
-def _wait_for_calls(sandbox: Sandbox, n: int) -> None:
-    deadline = time.monotonic() + 60
-    while sandbox.stats()["calls"].get(OP, 0) < n:
-        assert time.monotonic() < deadline, "the run made no calls"
-        time.sleep(0.1)
-
-
 def test_sigint_writes_what_was_answered_exits_130_and_resume_finishes(
     sandbox: Sandbox, input_csv: Path, tmp_path: Path
 ) -> None:
     process = _start(sandbox, input_csv, tmp_path / "out")
-    _wait_for_calls(sandbox, 2)
+    sandbox.wait_for_calls(OP, 2)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130
     run_dir = tmp_path / "out" / "r1"
@@ -100,7 +92,7 @@ def test_kill_9_then_resume_loses_nothing_and_repeats_at_most_the_calls_in_fligh
     sandbox: Sandbox, input_csv: Path, tmp_path: Path
 ) -> None:
     process = _start(sandbox, input_csv, tmp_path / "out")
-    _wait_for_calls(sandbox, 3)
+    sandbox.wait_for_calls(OP, 3)
     process.kill()
     process.wait(timeout=30)
     run_dir = tmp_path / "out" / "r1"

@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -85,10 +84,7 @@ def test_sigterm_during_a_storm_writes_and_exits_130(sandbox: Sandbox, tmp_path:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         env=cli_env(),
     )
-    deadline = time.monotonic() + 60
-    while sandbox.stats()["calls"].get(OP, 0) < 6:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    sandbox.wait_for_calls(OP, 6)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130
     run_dir = tmp_path / "out" / "s"
