@@ -40,7 +40,12 @@ KMS_ARN = (
 )
 # https://docs.aws.amazon.com/connect-outbound/latest/APIReference/API_InstanceOnboardingJobStatus.html
 RETRYABLE_FAILURES = frozenset({"INTERNAL_FAILURE"})
+FAILURE_CODES = frozenset({
+    "EVENT_BRIDGE_ACCESS_DENIED", "EVENT_BRIDGE_MANAGED_RULE_LIMIT_EXCEEDED", "IAM_ACCESS_DENIED",
+    "KMS_ACCESS_DENIED", "KMS_KEY_NOT_FOUND", "INTERNAL_FAILURE", "UNKNOWN_FAILURE",
+})
 POLL_INTERVALS_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+NOT_FOUND = frozenset({"ResourceNotFoundException"})
 
 
 class OnboardingFailed(TerminalError):
@@ -69,6 +74,7 @@ class CampaignOnboarding(Job):
     mutating = True
     # A batch mostly waits between status polls, holding no call slot.
     max_in_flight = 2000
+    redrive_options = frozenset({"reset_failed"})
     result_schema: ClassVar[dict[str, Any]] = {
         "instance_id": pl.String,
         "region": pl.String,
@@ -77,6 +83,8 @@ class CampaignOnboarding(Job):
         "kms_key_arn": pl.String,
         "status": pl.String,
         "outcome": pl.String,
+        # an instance already onboarded with another encryption config than this run asked
+        "warning": pl.String,
     }
 
     @classmethod
@@ -125,6 +133,10 @@ class CampaignOnboarding(Job):
         ] + [f"  API {self.service}, {'waiting for' if self.wait else 'not waiting for'} "
              "each job to finish"]
 
+    def also_redrive(self) -> pl.Expr | None:
+        # --reset-failed: a job that ended FAILED is deleted and started again on a redrive.
+        return pl.col("error_code").is_in(list(FAILURE_CODES)) if self.reset_failed else None
+
     def calls_per_batch(self) -> dict[str, float]:
         calls = {"GetInstanceOnboardingJobStatus": 1.0 + (3.0 if self.wait else 0.0),
                  "GetConnectInstanceConfig": 1.0, self.operation: 1.0}
@@ -166,9 +178,9 @@ class CampaignOnboarding(Job):
                        key: str) -> dict[str, Any] | None:
         """A read whose 404 is an answer (nothing there), not a failure."""
         try:
-            answer = await self._call(ctx, batch, operation)
+            answer = await self._call(ctx, batch, operation, expected=NOT_FOUND)
         except ClientFault as error:
-            if error.code == "ResourceNotFoundException":
+            if error.code in NOT_FOUND:
                 return None
             raise
         found: dict[str, Any] = answer.data[key]
@@ -183,7 +195,13 @@ class CampaignOnboarding(Job):
                                    "connectInstanceConfig")
 
     def _row(self, batch: Batch, encryption: dict[str, Any], status: str,
-             outcome: str) -> dict[str, Any]:
+             outcome: str, wanted: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A result row; ``wanted`` (for an instance found onboarded) is compared with what
+        it has, and a difference is the row's warning."""
+        warning = None
+        if wanted is not None and _config(encryption) != _config(wanted):
+            warning = (f"already onboarded with {_config(encryption)}, not the "
+                       f"{_config(wanted)} this run asked for; nothing was changed")
         return {
             "instance_id": batch.instance_id,
             "region": batch.region,
@@ -192,6 +210,7 @@ class CampaignOnboarding(Job):
             "kms_key_arn": encryption.get("keyArn"),
             "status": status,
             "outcome": outcome,
+            "warning": warning,
         }
 
     def _wanted(self, item: Item) -> dict[str, Any]:
@@ -210,8 +229,11 @@ class CampaignOnboarding(Job):
             config = await self._config(ctx, batch)
             if config is not None:
                 encryption = config.get("encryptionConfig", {})
-                outcome = noted["outcome"] if noted else "already_onboarded"
-                return [Success(item, self._row(batch, encryption, "SUCCEEDED", outcome), 1)]
+                if noted:
+                    row = self._row(batch, encryption, "SUCCEEDED", noted["outcome"])
+                else:
+                    row = self._row(batch, encryption, "SUCCEEDED", "already_onboarded", wanted)
+                return [Success(item, row, 1)]
             return [await self._start(ctx, batch, item, wanted, "started")]
         if status["status"] == "FAILED":
             code = str(status.get("failureCode") or "UNKNOWN_FAILURE")
@@ -226,7 +248,7 @@ class CampaignOnboarding(Job):
         config = await self._config(ctx, batch) if status["status"] == "SUCCEEDED" else None
         encryption = (config or {}).get("encryptionConfig", wanted)
         return [await self._follow(ctx, batch, item, encryption, "already_onboarded",
-                                   status=status["status"])]
+                                   status=status["status"], wanted=wanted)]
 
     async def _start(self, ctx: Context, batch: Batch, item: Item, wanted: dict[str, Any],
                      outcome: str) -> Outcome:
@@ -249,7 +271,7 @@ class CampaignOnboarding(Job):
 
     async def _follow(self, ctx: Context, batch: Batch, item: Item, encryption: dict[str, Any],
                       outcome: str, *, status: str = "IN_PROGRESS", failure: str | None = None,
-                      attempts: int = 1) -> Outcome:
+                      attempts: int = 1, wanted: dict[str, Any] | None = None) -> Outcome:
         waited_until = time.monotonic() + self.wait_timeout_s
         polls = 0
         while self.wait and status == "IN_PROGRESS" and time.monotonic() < waited_until:
@@ -266,7 +288,13 @@ class CampaignOnboarding(Job):
         if status == "FAILED":
             code = str(failure or "UNKNOWN_FAILURE")
             return Failure(item, failed(code, f"the onboarding job ended FAILED ({code})"))
-        return Success(item, self._row(batch, encryption, status, outcome), attempts)
+        return Success(item, self._row(batch, encryption, status, outcome, wanted), attempts)
+
+
+def _config(encryption: dict[str, Any]) -> str:
+    if not encryption.get("enabled"):
+        return "no encryption"
+    return f"KMS key {encryption.get('keyArn')}"
 
 
 JOB = CampaignOnboarding

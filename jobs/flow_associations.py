@@ -11,14 +11,16 @@ https://docs.aws.amazon.com/connect/latest/APIReference/API_BatchGetFlowAssociat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
 import click
 import polars as pl
 
-from pipeline.errors import ClientFault
+from pipeline.errors import ClientFault, UsageError
 from pipeline.job import Batch, Column, Context, Failure, Job, Normalized, Outcome, Success
+from pipeline.rundir import RunDir, write_atomic
 
 from ._instances import (
     INSTANCE_COLUMN,
@@ -143,36 +145,45 @@ class FlowAssociations(Job):
     async def _directory(self, ctx: Context, batch: Batch) -> Directory:
         """Every number claimed in the batch's instance, both ways: listed with
         ListPhoneNumbersV2 once per instance and run (a lock per instance, so concurrent batches
-        wait for one listing), and noted in the run directory so that a resumed run does not
-        list again."""
+        wait for one listing), noted page by page in the run directory so that a resumed run
+        does not list again."""
         key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
         if key in self._directories:
             return self._directories[key]
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
             if key not in self._directories:
-                listing = ctx.notes.get("numbers", key)
-                if listing is None:
-                    listing = await self._list(ctx, batch)
-                    ctx.notes.put("numbers", key, listing)
+                listing = await self._list(ctx, batch, key)
                 self._directories[key] = Directory(
                     by_e164=listing, by_id={entry[0]: e164 for e164, entry in listing.items()})
         return self._directories[key]
 
-    async def _list(self, ctx: Context, batch: Batch) -> dict[str, list[str]]:
-        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page."""
+    async def _list(self, ctx: Context, batch: Batch, key: str) -> dict[str, list[str]]:
+        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page. Each page is noted
+        as it comes, with the token of the next, so a killed listing goes on where it was."""
         directory: dict[str, list[str]] = {}
         token = None
+        page_number = 0
         while True:
-            params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
-            if token:
-                params["NextToken"] = token
-            page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
-                                      account=batch.account_id, **params)
-            for number in page.data.get("ListPhoneNumbersSummaryList", []):
-                directory[number["PhoneNumber"]] = [number["PhoneNumberId"].lower(),
-                                                    number["PhoneNumberArn"]]
-            token = page.data.get("NextToken")
+            page_number += 1
+            noted = ctx.notes.get("numbers-page", f"{key}#{page_number}")
+            if noted is None:
+                params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
+                if token:
+                    params["NextToken"] = token
+                page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
+                                          account=batch.account_id, **params)
+                noted = {
+                    "numbers": {
+                        number["PhoneNumber"]: [number["PhoneNumberId"].lower(),
+                                                number["PhoneNumberArn"]]
+                        for number in page.data.get("ListPhoneNumbersSummaryList", [])
+                    },
+                    "next": page.data.get("NextToken"),
+                }
+                ctx.notes.put("numbers-page", f"{key}#{page_number}", noted)
+            directory.update(noted["numbers"])
+            token = noted["next"]
             if not token:
                 return directory
 
@@ -196,26 +207,25 @@ class FlowAssociations(Job):
             ids = {item.item_key: item.item_key for item in batch.items}
         if not ids:
             return outcomes
+        # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
+        # built from the instance's partition, region and account where the input gave an ID.
+        arns = {number_id: number_arn(batch, number_id) for number_id in ids.values()}
         answer = await ctx.aws.call(
             "connect", self.operation, region=batch.region, account=batch.account_id,
             InstanceId=batch.instance_id,
-            ResourceIds=list(dict.fromkeys(ids.values())),
+            ResourceIds=list(arns.values()),
             ResourceType=self.resource_type,
         )
         by_id = {
             summary["ResourceId"].rsplit("/", 1)[-1].lower(): summary
             for summary in answer.data.get("FlowAssociationSummaryList", [])
         }
-        partition = partition_of(batch.region)
         for item in batch.items:
             if item.item_key not in ids:
                 continue
             number_id = ids[item.item_key]
             summary = by_id.get(number_id)
-            arn = summary["ResourceId"] if summary else (
-                f"arn:{partition}:connect:{batch.region}:{batch.account_id}:"
-                f"phone-number/{number_id}"
-            )
+            arn = summary["ResourceId"] if summary else arns[number_id]
             outcomes.append(Success(item, {
                 "instance_id": batch.instance_id,
                 "phone_number_id": number_id,
@@ -233,15 +243,52 @@ class FlowAssociations(Job):
 JOB = FlowAssociations
 
 
-def diff_runs(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
-    """What changed between two runs' results: associations ``added``, ``removed``, and
-    ``changed`` (re-pointed to another flow). A number absent from a run counts as not
-    associated there."""
+def number_arn(batch: Batch, number_id: str) -> str:
+    return (f"arn:{partition_of(batch.region)}:connect:{batch.region}:{batch.account_id}:"
+            f"phone-number/{number_id}")
+
+
+FINISHED = ("succeeded", "completed_with_failures")
+
+
+def diff_report(run_a: Path, run_b: Path, out: Path) -> dict[str, Any]:
+    """``connect-bulk diff``: the changes between two runs' results, written to ``out``, with
+    the counts and what makes the comparison partial (a run that did not finish)."""
+    frames, unfinished = [], []
+    for path in (run_a, run_b):
+        rundir = RunDir(path)
+        run = rundir.read_run()
+        if run.get("job") != FlowAssociations.name:
+            raise UsageError(f"{path}: diff compares flow-associations runs, this is "
+                             f"{run.get('job')}")
+        if not rundir.results.is_file():
+            raise UsageError(f"{path}: no results.parquet yet (resume the run first)")
+        summary = rundir.read_summary()
+        state = summary.get("state")
+        if state not in FINISHED or summary.get("items_pending"):
+            unfinished.append(f"{path} did not finish ({state}, {summary.get('items_pending')} "
+                              "items pending): numbers without a result there are not compared")
+        frames.append(pl.read_parquet(rundir.results))
+    changes, not_compared = diff_runs(*frames)
+    write_atomic(out, lambda tmp: changes.write_parquet(tmp))
+    counts = {change: int((changes["change"] == change).sum())
+              for change in ("added", "removed", "changed")}
+    return {"counts": counts | {"not_compared": not_compared}, "total": changes.height,
+            "out": str(out), "unfinished": unfinished}
+
+
+def diff_runs(before: pl.DataFrame, after: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """What changed between two runs' results, on the numbers that have a result in both:
+    associations ``added``, ``removed``, and ``changed`` (re-pointed to another flow); and how
+    many numbers had a result in only one of them (not compared: a number missing from a run
+    is unknown there, not unassociated)."""
     key = ["instance_id", "phone_number_id"]
     columns = [*key, "phone_number_arn", "flow_id"]
-    joined = before.select(columns).join(
-        after.select(columns), on=key, how="full", coalesce=True, suffix="_after"
-    ).rename({"flow_id": "flow_id_before"})
+    a = before.select(columns).unique(key)
+    b = after.select(columns).unique(key)
+    joined = a.join(b, on=key, how="inner", suffix="_after").rename(
+        {"flow_id": "flow_id_before"})
+    not_compared = a.height + b.height - 2 * joined.height
     change = (
         pl.when(pl.col("flow_id_before").is_null() & pl.col("flow_id_after").is_not_null())
         .then(pl.lit("added"))
@@ -251,7 +298,7 @@ def diff_runs(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit("changed"))
         .otherwise(None)
     )
-    return (
+    changes = (
         joined.with_columns(
             change.alias("change"),
             pl.coalesce("phone_number_arn_after", "phone_number_arn").alias("phone_number_arn"),
@@ -260,3 +307,4 @@ def diff_runs(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
         .select(*key, "phone_number_arn", "change", "flow_id_before", "flow_id_after")
         .sort("change", *key)
     )
+    return changes, not_compared

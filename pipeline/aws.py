@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from . import __version__
 from .crashpoints import crashpoint
 from .errors import Abandoned, CallError, Throttled, UsageError, classify
 from .limits import AdaptiveRate, Backoff
+from .redact import remember
 
 
 @dataclass(slots=True)
@@ -28,6 +30,8 @@ class OperationStats:
     throttled: int = 0
     retried: int = 0
     errors: int = 0
+    #: answers a look-up expects (a 404 that means "nothing there"), not errors
+    not_found: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,8 @@ class Caller:
     """Rate-limited, retried, counted AWS calls. Use as an async context manager."""
 
     def __init__(self, settings: AwsSettings, *, backoff: Backoff | None = None,
-                 stats: dict[str, OperationStats] | None = None) -> None:
+                 stats: dict[str, OperationStats] | None = None,
+                 on_retry: Callable[[str, CallError, float], None] | None = None) -> None:
         self.settings = settings
         self.backoff = backoff or Backoff()
         self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
@@ -74,8 +79,12 @@ class Caller:
         self._stack = contextlib.AsyncExitStack()
         self._client_lock = anyio.Lock()
         self._session: Any = None
-        #: set when the run stops: a failed attempt is then not retried but abandoned
+        #: set when the run stops: no attempt starts any more, not even one that already
+        #: waits for its limiter or a slot
         self.stopping = False
+        self._waiting: set[anyio.CancelScope] = set()
+        #: told of each failed attempt that will be tried again: (operation, error, delay)
+        self.on_retry = on_retry
 
     async def __aenter__(self) -> Caller:
         import aioboto3
@@ -85,7 +94,21 @@ class Caller:
             self._session = aioboto3.Session(profile_name=self.settings.profile)
         except ProfileNotFound as exc:
             raise UsageError(f"AWS profile {self.settings.profile!r} not found") from exc
+        await self._remember_credentials(self._session)
         return self
+
+    @staticmethod
+    async def _remember_credentials(session: Any) -> None:
+        """The credentials' values are masked in every message (``redact``)."""
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            credentials = await session.get_credentials()
+            if credentials is not None:
+                frozen = await credentials.get_frozen_credentials()
+                remember(frozen.access_key, frozen.secret_key, frozen.token)
+        except BotoCoreError:
+            pass  # no credentials yet: the first call says so, as a FatalError
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -119,6 +142,8 @@ class Caller:
                                          hold_slot=False, RoleArn=role_arn,
                                          RoleSessionName="connect-bulk")
                 credentials = answer.data["Credentials"]
+                remember(credentials["AccessKeyId"], credentials["SecretAccessKey"],
+                         credentials["SessionToken"])
                 return {
                     "access_key": credentials["AccessKeyId"],
                     "secret_key": credentials["SecretAccessKey"],
@@ -170,33 +195,78 @@ class Caller:
             self._accounts["caller"] = str(answer.data["Account"])
         return self._accounts["caller"]
 
+    def stop_calls(self) -> None:
+        """The run stops: calls waiting for a limiter or a slot give up now; calls in flight
+        finish their attempt and are not retried."""
+        self.stopping = True
+        for scope in self._waiting:
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def _until_stopped(self) -> Iterator[None]:
+        """A wait that ends early (without raising) when the run stops."""
+        scope = anyio.CancelScope()
+        self._waiting.add(scope)
+        try:
+            with scope:
+                if self.stopping:
+                    scope.cancel()
+                yield
+        finally:
+            self._waiting.discard(scope)
+
+    async def _wait_turn(self, limiter: AdaptiveRate, hold_slot: bool) -> bool:
+        """Wait for a token of ``limiter`` and, if ``hold_slot``, a slot; ``True`` when a slot
+        was taken. Raises ``Abandoned`` once the run stops, however far the wait got."""
+        slot = False
+        with self._until_stopped():
+            await limiter.acquire()
+            if hold_slot:
+                await self._slots.acquire()
+                slot = True
+        # The last look before sending: nothing between here and the request awaits.
+        if self.stopping:
+            if slot:
+                self._slots.release()
+            raise Abandoned("not sent: the run is stopping")
+        return slot
+
     async def call(
         self, service: str, operation: str, *, region: str, account: str,
-        hold_slot: bool = True, **params: Any,
+        hold_slot: bool = True, expected: frozenset[str] = frozenset(), **params: Any,
     ) -> Answer:
-        client = await self.client(service, region, account)
+        """One AWS call, retried; ``expected`` error codes are answers to the caller (a
+        look-up's not-found), counted apart from errors."""
+        try:
+            client = await self.client(service, region, account)
+        except Exception as exc:  # credentials that cannot be had: classified like a call's
+            raise classify(exc) from exc
         method = getattr(client, _method(operation))
         limiter = self.limiter(operation, account, region)
         stats = self.stats[operation]
         attempt = 0
         while True:
             attempt += 1
-            await limiter.acquire()
+            slot = await self._wait_turn(limiter, hold_slot)
             sent_at = limiter.now()
             crashpoint("first-call")
-            async with self._slots if hold_slot else contextlib.nullcontext():
-                stats.made += 1
-                try:
-                    data = await method(**params)
-                except Exception as exc:  # classified below, in one place
-                    error: CallError = classify(exc)
-                else:
-                    limiter.on_success()
-                    data.pop("ResponseMetadata", None)
-                    return Answer(data, attempt)
+            stats.made += 1
+            try:
+                data = await method(**params)
+            except Exception as exc:  # classified below, in one place
+                error: CallError = classify(exc)
+            else:
+                limiter.on_success()
+                data.pop("ResponseMetadata", None)
+                return Answer(data, attempt)
+            finally:
+                if slot:
+                    self._slots.release()
             if isinstance(error, Throttled):
                 stats.throttled += 1
                 limiter.on_throttle(sent_at)
+            elif error.code in expected:
+                stats.not_found += 1
             else:
                 stats.errors += 1
             error.attempts = attempt
@@ -205,7 +275,11 @@ class Caller:
             if self.stopping:
                 raise Abandoned(f"{operation} not retried: the run is stopping") from error
             stats.retried += 1
-            await anyio.sleep(self.backoff.delay(attempt))
+            delay = self.backoff.delay(attempt)
+            if self.on_retry is not None:
+                self.on_retry(operation, error, delay)
+            with self._until_stopped():
+                await anyio.sleep(delay)
 
     def stats_json(self) -> dict[str, dict[str, int]]:
         return {op: asdict(s) for op, s in sorted(self.stats.items())}

@@ -46,9 +46,15 @@ def _is_tty() -> bool:
 
 
 def _fail(message: str, code: int, log_format: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from .redact import redact
+
+    message = redact(" ".join(message.split()))  # one line, whatever the cause quoted
     if (log_format or ("text" if _is_tty() else "json")) == "json":
-        click.echo(json.dumps({"level": "error", "event": "error", "message": message,
-                               "exit_code": code}), err=True)
+        ts = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        click.echo(json.dumps({"ts": ts, "level": "error", "event": "error",
+                               "message": message, "exit_code": code}), err=True)
     else:
         click.echo(f"connect-bulk: error: {message}", err=True)
     sys.exit(code)
@@ -65,8 +71,15 @@ def edge(func: F) -> F:
             return func(*args, **kwargs)
         except ConnectBulkError as exc:
             _fail(str(exc), exc.exit_code, kwargs.get("log_format"))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130, kwargs.get("log_format"))
+        except KeyboardInterrupt as exc:
+            _fail(f"interrupted ({exc}) before anything was called", 130,
+                  kwargs.get("log_format"))
+        except OSError as exc:
+            # What no code path above expected (a disk that went away, a full one before the
+            # run directory existed): still one line, named.
+            where = f" {exc.filename}" if exc.filename else ""
+            _fail(f"cannot read or write{where}: {exc.strerror or exc}", 2,
+                  kwargs.get("log_format"))
 
     return wrapper  # type: ignore[return-value]
 
@@ -75,15 +88,27 @@ def _env(name: str) -> str:
     return f"CONNECT_BULK_{name.upper().replace('-', '_')}"
 
 
-def run_options() -> list[click.Option]:
-    """The options of ``run`` and ``plan``, declared once (SPEC §2); each reads
-    ``CONNECT_BULK_<NAME>`` too."""
+# What resume and retry take again (SPEC §2): access, pacing, and the execution's own.
+OVERRIDES = ("profile", "region", "endpoint-url", "role-arn-template", "rate", "burst",
+             "adaptive", "concurrency", "max-attempts", "call-timeout", "deadline", "log-format",
+             "progress")
 
-    def option(*decls: str, **kwargs: Any) -> click.Option:
+
+def run_options(*, overrides: bool = False) -> list[click.Option]:
+    """The options of ``run`` and ``plan``, declared once (SPEC §2); each reads
+    ``CONNECT_BULK_<NAME>`` too. ``overrides``: the subset ``resume`` and ``retry`` take, with
+    no defaults (not given: the run's own)."""
+
+    def option(*decls: str, **kwargs: Any) -> click.Option | None:
         name = decls[0].split("/")[0].lstrip("-")
+        if overrides:
+            if name not in OVERRIDES:
+                return None
+            kwargs |= {"default": None, "show_default": False}
+            kwargs["help"] = kwargs.get("help", "") + " Default: the run's own."
         return click.Option(list(decls), envvar=_env(name), show_envvar=False, **kwargs)
 
-    return [
+    declared = [
         option("--out", default="data/runs", show_default=True, type=click.Path(file_okay=False),
                help="Output root; the run directory is OUT/RUN_ID."),
         option("--run-id", default=None,
@@ -120,14 +145,24 @@ def run_options() -> list[click.Option]:
         option("--yes", is_flag=True, default=False,
                help="Skip the confirmation a mutating job asks for on a TTY."),
     ]
+    return [o for o in declared if o is not None]
+
+
+def with_options(options: list[click.Option]) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        command_params = getattr(func, "__click_params__", [])
+        command_params.extend(reversed(options))
+        func.__click_params__ = command_params  # type: ignore[attr-defined]
+        return func
+
+    return decorate
 
 
 def _build_options(params: dict[str, Any]) -> Any:
     from .aws import AwsSettings
-    from .runs import RunOptions
+    from .record import RunOptions
 
-    log_format = params.pop("log_format") or ("text" if _is_tty() else "json")
-    progress = params.pop("progress")
+    log_format, progress = _output(params.pop("log_format"), params.pop("progress"))
     return RunOptions(
         out=params.pop("out"),
         run_id=params.pop("run_id"),
@@ -142,7 +177,7 @@ def _build_options(params: dict[str, Any]) -> Any:
         max_failure_rate=params.pop("max_failure_rate"),
         deadline=params.pop("deadline"),
         log_format=log_format,
-        progress=_is_tty() and log_format == "text" if progress is None else progress,
+        progress=progress,
         yes=params.pop("yes"),
     )
 
@@ -199,28 +234,19 @@ def _plan_callback(job_name: str) -> Callable[..., None]:
     @edge
     def callback(**params: Any) -> None:
         from .job import load_job_class
+        from .record import check_options
+        from .render import plan_lines
         from .runs import plan_report
 
         input_path = params.pop("input_path")
         as_json = params.pop("as_json")
         options = _build_options(params)
+        check_options(options)
         report = plan_report(load_job_class(job_name)(**params), input_path, options)
         if as_json:
             click.echo(json.dumps(report, indent=2))
             return
-        click.echo(f"{report['job']} plan for {report['input']}")
-        click.echo(f"  rows {report['rows_total']}: {report['items_total']} items, "
-                   f"{report['rows_duplicate']} duplicates, {report['rows_rejected']} rejected")
-        click.echo(f"  instances {report['instances']}")
-        for operation, calls in report["calls"].items():
-            click.echo(f"  calls {operation}: {calls}")
-        for scope in report["scopes"]:
-            account = scope["account_id"] or "caller account"
-            where = f"{account} {scope['region'] or 'default region'}"
-            click.echo(f"    {where}: {scope['items']} items in {scope['batches']} batches")
-        click.echo(f"  estimated {report['estimated_s']}s at --rate {options.aws.rate}")
-        for reject in report["rejects"]:
-            click.echo(f"  reject row {reject['input_row']}: {reject['reason']}")
+        click.echo("\n".join(plan_lines(report, options.aws.rate)))
 
     return callback
 
@@ -230,28 +256,21 @@ cli.add_command(JobGroup("run", action="run", help="Start a run of JOB over INPU
 cli.add_command(JobGroup("plan", action="plan", help="Validate and plan only: no AWS call."))
 
 
-DEADLINE = click.option(
-    "--deadline", default=None, envvar="CONNECT_BULK_DEADLINE",
-    help="Stop starting calls after a duration (45m) or at a UTC time (05:30).",
-)
-_output_options = [
-    click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-                 envvar="CONNECT_BULK_LOG_FORMAT",
-                 help="Log lines as text or JSON. Default: text on a TTY, json otherwise."),
-    click.option("--progress/--no-progress", default=None, envvar="CONNECT_BULK_PROGRESS",
-                 help="Live progress bar. Default: on a TTY only."),
-]
-
-
-def output_options(func: F) -> F:
-    for decorator in reversed(_output_options):
-        func = decorator(func)
-    return func
-
-
 def _output(log_format: str | None, progress: bool | None) -> tuple[str, bool]:
     fmt = log_format or ("text" if _is_tty() else "json")
     return fmt, (_is_tty() and fmt == "text") if progress is None else progress
+
+
+def _continue_params(params: dict[str, Any]) -> dict[str, Any]:
+    """resume/retry: the overrides given (AwsSettings names), and the execution's options."""
+    from .record import aws_overrides
+
+    fmt, bar = _output(params.pop("log_format"), params.pop("progress"))
+    deadline = params.pop("deadline")
+    given = {name.replace("-", "_"): params.pop(name.replace("-", "_"))
+             for name in OVERRIDES if name.replace("-", "_") in params}
+    return {"overrides": aws_overrides(given), "log_format": fmt, "progress": bar,
+            "deadline": deadline}
 
 
 RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -259,33 +278,54 @@ RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=P
 
 @cli.command()
 @RUN_DIR
-@output_options
-@DEADLINE
+@with_options(run_options(overrides=True))
 @edge
-def resume(*, run_dir: Path, log_format: str | None, progress: bool | None,
-           deadline: str | None) -> None:
-    """Continue an interrupted run with the options it was started with (but its deadline)."""
+def resume(*, run_dir: Path, **params: Any) -> None:
+    """Continue an interrupted run with the options it was started with (but its deadline).
+    Access and pacing options given again replace the run's, and are recorded in run.json."""
     from .runs import resume as resume_run
 
-    fmt, bar = _output(log_format, progress)
-    sys.exit(resume_run(run_dir, log_format=fmt, progress=bar, deadline=deadline))
+    sys.exit(resume_run(run_dir, **_continue_params(params)))
 
 
-@cli.command()
+def _redrive_options() -> list[click.Option]:
+    """The job options that only widen what a redrive may do, of every job (each run takes
+    only its own job's)."""
+    from .job import job_names, load_job_class
+
+    found: dict[str, click.Option] = {}
+    for name in job_names():
+        job = load_job_class(name)
+        for option in job.cli_options():
+            if option.name in job.redrive_options:
+                found.setdefault(option.name or "", option)
+    return list(found.values())
+
+
+class RetryCommand(click.Command):
+    """``retry``: its job options are the jobs', found when it is asked for."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not getattr(self, "_with_jobs", False):
+            self.params.extend(_redrive_options())
+            self._with_jobs = True
+        return super().get_params(ctx)
+
+
+@cli.command(cls=RetryCommand)
 @RUN_DIR
 @click.option("--all", "everything", is_flag=True,
               help="Every failed item, not only the retryable ones.")
-@output_options
-@DEADLINE
+@with_options(run_options(overrides=True))
 @edge
-def retry(*, run_dir: Path, everything: bool, log_format: str | None,
-          progress: bool | None, deadline: str | None) -> None:
+def retry(*, run_dir: Path, everything: bool, **params: Any) -> None:
     """Redrive the items whose final state is a retryable failure."""
     from .runs import retry as retry_run
 
-    fmt, bar = _output(log_format, progress)
-    sys.exit(retry_run(run_dir, everything=everything, log_format=fmt, progress=bar,
-                       deadline=deadline))
+    execution = _continue_params(params)
+    job_overrides = {name: value for name, value in params.items() if value}
+    sys.exit(retry_run(run_dir, everything=everything, job_overrides=job_overrides,
+                       **execution))
 
 
 @cli.command()
@@ -294,28 +334,16 @@ def retry(*, run_dir: Path, everything: bool, log_format: str | None,
 @edge
 def status(*, run_dir: Path, as_json: bool) -> None:
     """State, counts, rates and timings of a run."""
+    from .render import continue_command, status_lines
     from .runs import status as run_status
 
     summary = run_status(run_dir)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        command = continue_command(summary)
+        click.echo(json.dumps(summary | ({"continue_with": command} if command else {}),
+                              indent=2))
         return
-    click.echo(f"{summary.get('run_id')}  {summary.get('job')}  {summary.get('state')}")
-    click.echo(f"  input    {summary['input']['path']} ({summary['input']['rows']} rows)")
-    click.echo(
-        f"  items    {summary.get('items_total')} total: {summary.get('items_succeeded')} "
-        f"succeeded, {summary.get('items_failed')} failed, {summary.get('items_pending')} pending"
-    )
-    click.echo(f"  rows     {summary.get('rows_rejected')} rejected, "
-               f"{summary.get('rows_duplicate')} duplicate")
-    for operation, calls in (summary.get("calls") or {}).items():
-        click.echo(f"  calls    {operation}: {calls['made']} made, {calls['throttled']} "
-                   f"throttled, {calls['retried']} retried, {calls['errors']} errors")
-    click.echo(f"  timing   started {summary.get('started_at')}, finished "
-               f"{summary.get('finished_at') or '-'}, {summary.get('elapsed_s')}s, "
-               f"{summary.get('calls_per_s')} calls/s")
-    if summary.get("note"):
-        click.echo(f"  note     {summary['note']}")
+    click.echo("\n".join(status_lines(summary)))
 
 
 @cli.command()
@@ -327,32 +355,39 @@ def status(*, run_dir: Path, as_json: bool) -> None:
 @edge
 def diff(*, run_a: Path, run_b: Path, out_path: Path | None, as_json: bool) -> None:
     """What changed from flow-associations run A to run B: associations added, removed, and
-    re-pointed (changed)."""
-    import polars as pl
+    re-pointed (changed), on the numbers both runs have a result for. Exit 1 when either run
+    did not finish."""
+    from jobs.flow_associations import diff_report
 
-    from jobs.flow_associations import diff_runs
-
-    from .errors import UsageError
-    from .rundir import RunDir, write_atomic
-
-    frames = []
-    for path in (run_a, run_b):
-        rundir = RunDir(path)
-        if rundir.read_run()["job"] != "flow-associations":
-            raise UsageError(f"{path}: diff compares flow-associations runs")
-        if not rundir.results.is_file():
-            raise UsageError(f"{path}: no results.parquet yet (resume the run first)")
-        frames.append(pl.read_parquet(rundir.results))
-    changes = diff_runs(*frames)
-    target = out_path or run_b / "diff.parquet"
-    write_atomic(target, lambda tmp: changes.write_parquet(tmp))
-    counts = {change: int((changes["change"] == change).sum())
-              for change in ("added", "removed", "changed")}
+    report = diff_report(run_a, run_b, out_path or run_b / "diff.parquet")
+    counts = report["counts"]
     if as_json:
-        click.echo(json.dumps(counts | {"total": changes.height, "out": str(target)}))
-        return
-    click.echo(f"{counts['added']} added, {counts['removed']} removed, {counts['changed']} "
-               f"changed; written to {target}")
+        click.echo(json.dumps(counts | {k: v for k, v in report.items() if k != "counts"}))
+    else:
+        for warning in report["unfinished"]:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"{counts['added']} added, {counts['removed']} removed, {counts['changed']} "
+                   f"changed; {counts['not_compared']} not compared (no result in one of the "
+                   f"runs); written to {report['out']}")
+    sys.exit(1 if report["unfinished"] else 0)
+
+
+@cli.command()
+@RUN_DIR
+@click.argument("what", required=False,
+                type=click.Choice(["results", "failures", "rejects", "rollback"]))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default=None,
+              help="Default: a table on a TTY, CSV otherwise.")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Show at most N rows (a table shows 50 unless told).")
+@edge
+def show(*, run_dir: Path, what: str | None, fmt: str | None, limit: int | None) -> None:
+    """Print a run's results, failures, rejects or rollback for people and spreadsheets.
+    Without WHAT: the failures when there are any, else the results."""
+    from .show import show_run
+
+    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
+    show_run(run_dir, what, fmt=fmt, limit=limit, echo=click.echo)
 
 
 @cli.command("jobs")
@@ -473,7 +508,7 @@ def sandbox(
 @click.option("--rows", default=3000, show_default=True, type=click.IntRange(3, 200_000),
               help="Phone numbers in the demo world.")
 @click.option("--out", default="data/runs", show_default=True, type=click.Path(file_okay=False))
-@output_options
+@with_options([o for o in run_options(overrides=True) if o.name in ("log_format", "progress")])
 @edge
 def demo(*, rows: int, out: str, log_format: str | None, progress: bool | None) -> None:
     """Start a sandbox in-process, seed it, write sample inputs, run the jobs against it, and
@@ -488,4 +523,7 @@ def demo(*, rows: int, out: str, log_format: str | None, progress: bool | None) 
 
 
 def main() -> None:
+    from . import signals
+
+    signals.install()
     cli(prog_name="connect-bulk")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 import anyio
 
@@ -37,17 +38,47 @@ class Limits:
     grace_s: float = 30.0
 
 
+class StopReason(StrEnum):
+    INTERRUPTED = "interrupted"
+    DEADLINE = "deadline"
+    ABORTED = "aborted"
+
+
 @dataclass(slots=True)
 class Stop:
-    reason: str | None = None  # "interrupted", "deadline", "aborted"
-    message: str = ""
-    on_stop: Callable[[], None] | None = None
+    """Why a run stops, once: the first reason given wins. Whoever must act on a stop
+    subscribes (``on_stop``); ``force`` (a second signal) asks to cancel the calls in flight."""
 
-    def __call__(self, reason: str, message: str = "") -> None:
+    reason: StopReason | None = None
+    message: str = ""
+    _on_stop: list[Callable[[], None]] = field(default_factory=list)
+    _on_force: list[Callable[[], None]] = field(default_factory=list)
+
+    def __call__(self, reason: StopReason, message: str = "") -> None:
         if self.reason is None:
             self.reason, self.message = reason, message
-            if self.on_stop is not None:
-                self.on_stop()
+            for callback in self._on_stop:
+                callback()
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        self._on_stop.append(callback)
+        if self.reason is not None:
+            callback()
+
+    def on_force(self, callback: Callable[[], None]) -> None:
+        self._on_force.append(callback)
+
+    def force(self) -> None:
+        for callback in self._on_force:
+            callback()
+
+    def signal(self, signum: int) -> None:
+        """A stop signal: the first stops the run, the next cancel what is in flight."""
+        if self.reason is None:
+            self(StopReason.INTERRUPTED, f"{signal.Signals(signum).name}: no call starts any "
+                 "more; finishing the calls in flight, then writing")
+        else:
+            self.force()
 
 
 class Engine:
@@ -61,33 +92,37 @@ class Engine:
         limits: Limits,
         concurrency: int,
         on_progress: Callable[[int], None] | None = None,
+        stop: Stop | None = None,
     ) -> None:
         self.job = job
         self.context = context
         self.journal = journal
         self.events = events
         self.limits = limits
-        self.stop = Stop(on_stop=self._stopping)
+        self.stop = stop or Stop()
         self.finished = 0  # items finished by this execution, for --max-failure-rate
         self.failed = 0
         # Batches refused with AccessDenied while nothing has succeeded yet: held back, so that
         # a storm stops the run with one message and leaves its items pending for resume.
         self._succeeded_once = False
         self._denied: list[tuple[Batch, CallError]] = []
-        self._slots = anyio.Semaphore(job.max_in_flight or concurrency)
+        # A batch that only waits (polls a status) holds no call slot, so a job may take more
+        # batches than calls in flight; a mutating job never does: every batch it holds may
+        # change something.
+        in_flight = concurrency if job.mutating else (job.max_in_flight or concurrency)
+        self._slots = anyio.Semaphore(in_flight)
         self._on_progress = on_progress or (lambda _n: None)
+        self._armed = False
 
     async def run(self, batches: Iterable[Batch]) -> Stop:
         send, receive = anyio.create_memory_object_stream[Entry](
             max_buffer_size=64
         )
-        self._watcher = anyio.CancelScope()
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.journal.run, receive, self.context.aws.stats_json)
-            outer.start_soon(self._watch_signals)
-            async with send:
+            async with send, anyio.create_task_group() as timers:
                 async with anyio.create_task_group() as work:
-                    self._work = work
+                    self._arm(timers, work.cancel_scope)
                     for batch in batches:
                         if self._should_stop():
                             break
@@ -99,34 +134,45 @@ class Engine:
                 if self._denied and self.stop.reason is None:
                     # No storm after all (too few to tell): they are failures like any other.
                     await self._release_denied(send)
+                self._armed = False
+                timers.cancel_scope.cancel()
             # The work is done and `send` is closed: the journal drains and flushes by itself.
-            self._watcher.cancel()
         return self.stop
 
-    def _stopping(self) -> None:
-        # Calls in flight finish their current attempt; none starts another.
-        self.context.aws.stopping = True
+    def _arm(self, timers: anyio.abc.TaskGroup, work: anyio.CancelScope) -> None:
+        """The deadline, and the grace the calls in flight get once stopped (``grace_s``); a
+        second signal (force) cancels them at once."""
+
+        async def cancel_after_grace() -> None:
+            await anyio.sleep(self.limits.grace_s)
+            work.cancel()
+
+        async def deadline(at: datetime) -> None:
+            await anyio.sleep(max(0.0, (at - utc_now()).total_seconds()))
+            self._should_stop()
+
+        def stopping() -> None:
+            # A signal is said at once; a deadline or an abort is said by the closing report.
+            level = "warning" if self.stop.reason == StopReason.INTERRUPTED else "debug"
+            self.events.emit("stopping", level=level, message=self.stop.message,
+                             reason=str(self.stop.reason))
+            if self._armed:
+                timers.start_soon(cancel_after_grace)
+
+        def force() -> None:
+            if self._armed:
+                work.cancel()
+
+        self._armed = True
+        if self.limits.deadline is not None:
+            timers.start_soon(deadline, self.limits.deadline)
+        self.stop.on_stop(stopping)
+        self.stop.on_force(force)
 
     def _should_stop(self) -> bool:
         if self.stop.reason is None and self.limits.deadline and utc_now() >= self.limits.deadline:
-            self.stop("deadline", "deadline reached; pending items stay for resume")
+            self.stop(StopReason.DEADLINE, "deadline reached; pending items stay for resume")
         return self.stop.reason is not None
-
-    async def _watch_signals(self) -> None:
-        with self._watcher, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as timers:
-                async for signum in signals:
-                    if self.stop.reason is None:
-                        self.stop("interrupted", f"{signal.Signals(signum).name}: finishing the "
-                                  "calls in flight, then writing")
-                        self.events.emit("stopping", level="warning", message=self.stop.message)
-                        timers.start_soon(self._cancel_after_grace)
-                    else:
-                        self._work.cancel_scope.cancel()
-
-    async def _cancel_after_grace(self) -> None:
-        await anyio.sleep(self.limits.grace_s)
-        self._work.cancel_scope.cancel()
 
     async def _run_batch(self, batch: Batch, send: anyio.abc.ObjectSendStream[
             Entry]) -> None:
@@ -142,15 +188,16 @@ class Engine:
         except Abandoned:
             return  # not retried because the run is stopping: its items stay pending
         except FatalError as error:
-            self.stop("aborted", f"{error.code}: {error.message}")
+            self.stop(StopReason.ABORTED, f"{error.code}: {error.message}")
             return
         except CallError as error:
             if error.code in ACCESS_CODES and not self._succeeded_once:
                 self._denied.append((batch, error))
                 if len(self._denied) >= DENIED_BATCHES_FOR_STORM:
-                    self.stop("aborted", f"{len(self._denied)} calls in a row were refused "
-                              f"({error.code}: {error.message}); check the IAM permissions "
-                              "of these credentials, then resume")
+                    self.stop(StopReason.ABORTED,
+                              f"{len(self._denied)} calls in a row were refused ({error.code}: "
+                              f"{error.message}); check the IAM permissions of these "
+                              "credentials, then resume")
                 return
             if error.code in self.job.split_codes and len(batch.items) > 1:
                 # The call was refused because of some of its items: halve until they stand
@@ -188,5 +235,5 @@ class Engine:
         if limit is None or self.finished < MIN_ITEMS_FOR_FAILURE_RATE:
             return
         if self.failed / self.finished > limit:
-            self.stop("aborted", f"failure rate {self.failed / self.finished:.1%} of "
+            self.stop(StopReason.ABORTED, f"failure rate {self.failed / self.finished:.1%} of "
                       f"{self.finished} finished items is over --max-failure-rate {limit:.1%}")

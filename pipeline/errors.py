@@ -4,7 +4,10 @@
 
     ConnectBulkError
     ├── UsageError            bad options or a refused run (exit 2); nothing was called
-    │   └── InputError        an input file that cannot be read or lacks a column (exit 2)
+    │   ├── InputError        an input file that cannot be read or lacks a column (exit 2)
+    │   └── DamagedRun        a file of the run directory too damaged to continue (exit 2)
+    ├── StorageError          the run's files cannot be written mid-run: disk full, read-only
+    │                         (exit 3, aborted; resume continues once the cause is fixed)
     ├── RunLocked             another process holds the run directory (exit 75)
     ├── Abandoned             a call not retried because the run is stopping; items stay pending
     └── CallError             one AWS call failed, classified by ``classify``
@@ -25,6 +28,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .redact import redact
+
 
 class ConnectBulkError(Exception):
     """Root of connect-bulk's errors."""
@@ -38,6 +43,19 @@ class UsageError(ConnectBulkError):
 
 class InputError(UsageError):
     pass
+
+
+class DamagedRun(UsageError):
+    """A file of the run directory that cannot be trusted; the message names it."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}; the run cannot continue until it is repaired or "
+                         "removed")
+        self.path = path
+
+
+class StorageError(ConnectBulkError):
+    exit_code = 3
 
 
 class RunLocked(ConnectBulkError):
@@ -56,6 +74,9 @@ class CallError(ConnectBulkError):
     def __init__(
         self, code: str, message: str, *, http_status: int | None = None, attempts: int = 1
     ) -> None:
+        # AWS quotes requests back (signature mismatches quote the canonical request, token
+        # header included): nothing secret survives into what is logged or stored.
+        message = redact(message)
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from .redact import redact
 from .rundir import iso, utc_now
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -25,6 +27,8 @@ class EventLog:
         self.console = console  # a rich Console while a progress bar is live
         self._file: IO[str] | None = None
         self._lock = threading.Lock()
+        #: told when the log file cannot be written (disk full): the run must stop
+        self.on_error: Callable[[OSError], None] | None = None
         if path is not None:
             self.attach(path)
 
@@ -44,17 +48,22 @@ class EventLog:
         if message:
             record["message"] = message
         record |= fields
-        line = json.dumps(record, default=str)
+        line = redact(json.dumps(record, default=str))
         with self._lock:
             if self._file is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
+                try:
+                    self._file.write(line + "\n")
+                    self._file.flush()
+                except OSError as exc:
+                    self._file = None  # logged to the console from now on, not the file
+                    if self.on_error is not None:
+                        self.on_error(exc)
             if not console or LEVELS[level] < LEVELS["info"]:
                 return  # debug events are for the file only
             if self.log_format == "json":
                 print(line, file=self.stream, flush=True)
             else:
-                text = self._text(record)
+                text = redact(self._text(record))
                 if self.console is not None:
                     self.console.print(text, markup=False, highlight=False)
                 else:
@@ -64,6 +73,8 @@ class EventLog:
     def _text(record: dict[str, Any]) -> str:
         skip = {"ts", "level", "event", "run_id", "message"}
         details = " ".join(f"{k}={v}" for k, v in record.items() if k not in skip)
-        prefix = "" if record["level"] == "info" else f"{record['level'].upper()}: "
+        clock = record["ts"][11:19]  # HH:MM:SS of the ISO timestamp, UTC
+        level = "" if record["level"] == "info" else f"{record['level'].upper()}: "
+        prefix = f"{clock} {level}"
         head = record.get("message") or record["event"]
         return f"{prefix}{head}" + (f"  ({details})" if details else "")

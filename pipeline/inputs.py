@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from .crashpoints import crashpoint
 from .errors import InputError
 from .job import Column
 
@@ -36,6 +38,9 @@ class InputTable:
     frame: pl.DataFrame
     original_columns: tuple[str, ...]
     mapping: dict[str, str]  # canonical name -> original name
+    sha256: str = ""
+    #: rows with no value in any column (a spreadsheet's trailing ",,,"), left out
+    rows_blank: int = 0
 
 
 def sha256_of(path: Path) -> str:
@@ -57,21 +62,34 @@ def _kind(path: Path) -> str:
     )
 
 
-def _read(path: Path) -> pl.DataFrame:
+# Files people save by mistake under a .csv name: named for what they are.
+_MAGIC = ((b"PK\x03\x04", "an Excel workbook (XLSX) or another ZIP file"),
+          (b"\xd0\xcf\x11\xe0", "an old Excel workbook (XLS)"),
+          (b"%PDF", "a PDF document"))
+
+
+def _read(path: Path) -> tuple[pl.DataFrame, str]:
+    """The file parsed, and the sha256 of exactly the bytes that were parsed (a file replaced
+    while being read is recorded as what was read, never as what came after)."""
     kind = _kind(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        crashpoint("input-read")
         if kind == "parquet":
-            return pl.read_parquet(path)
-        source: bytes | Path = path
+            return pl.read_parquet(io.BytesIO(data)), digest
         if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                source = handle.read()
+            data = gzip.decompress(data)
+        for magic, what in _MAGIC:
+            if data.startswith(magic):
+                raise InputError(f"{path}: this is {what}, not CSV text; save it as CSV UTF-8 "
+                                 "(\"CSV UTF-8\" in Excel's Save As)")
         return pl.read_csv(
-            source, infer_schema=False, encoding="utf8", truncate_ragged_lines=False,
+            data, infer_schema=False, encoding="utf8", truncate_ragged_lines=False,
             raise_if_empty=True,
-        )
+        ), digest
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{path}: cannot be read: {exc}") from exc
     except pl.exceptions.NoDataError as exc:
@@ -105,7 +123,7 @@ def _as_text(frame: pl.DataFrame, path: Path, used: set[str]) -> pl.DataFrame:
 
 
 def read_input(path: Path, columns: tuple[Column, ...]) -> InputTable:
-    frame = _read(path)
+    frame, digest = _read(path)
     if frame.height == 0:
         raise InputError(f"{path}: the file has a header but no data rows")
     by_normal: dict[str, str] = {}
@@ -147,7 +165,14 @@ def read_input(path: Path, columns: tuple[Column, ...]) -> InputTable:
         pl.when(pl.col(c.name) == "").then(None).otherwise(pl.col(c.name)).alias(c.name)
         for c in columns
     )
-    return InputTable(table, tuple(frame.columns), mapping)
+    # A row with nothing in any column is no row: spreadsheets save trailing ones as ",,".
+    blank = pl.all_horizontal(
+        pl.col(f"__in__{name}").is_null() | (pl.col(f"__in__{name}").str.strip_chars() == "")
+        for name in frame.columns
+    )
+    rows = table.height
+    table = table.filter(~blank)
+    return InputTable(table, tuple(frame.columns), mapping, digest, rows - table.height)
 
 
 def inert(column: pl.Expr) -> pl.Expr:

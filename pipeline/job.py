@@ -119,6 +119,8 @@ class Job(ABC):
     #: batches in flight at once; None: --concurrency. A job whose batches mostly wait (poll a
     #: status) takes more, since a waiting batch holds no call slot.
     max_in_flight: ClassVar[int | None] = None
+    #: job options that only widen what a redrive may do: ``retry`` accepts them again
+    redrive_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -134,6 +136,18 @@ class Job(ABC):
     def describe(self, items: pl.DataFrame) -> list[str]:
         """Lines that tell an operator what a mutating run will do, before it asks."""
         return []
+
+    def also_redrive(self) -> pl.Expr | None:
+        """Failures (``error_code``, ``retryable``) that ``retry`` takes besides the retryable
+        ones, given this job's options; None: no others."""
+        return None
+
+    def warnings(self, results: pl.DataFrame) -> int:
+        """Items that succeeded, but not quite as asked (a ``warning`` column says why): the
+        run ends with exit 1 so that cron notices."""
+        if "warning" not in results.columns:
+            return 0
+        return int(results["warning"].is_not_null().sum())
 
     def calls_per_batch(self) -> Mapping[str, float]:
         """Expected calls of each operation per batch, for ``plan``."""

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ import polars as pl
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .crashpoints import crashpoint
+from .errors import DamagedRun
 from .job import Failure, Outcome, Success
 from .rundir import RunDir, utc_now, write_atomic, write_json
 
@@ -102,6 +103,11 @@ class Journal:
         self._logged_result_columns = [c for c in self.schema if c != "completed_at"]
         self._logged_failure_columns = [c for c in FAILURE_SCHEMA if c != "failed_at"]
         self.redrive = False
+        #: told when a write fails (disk full, read-only): the run must stop; nothing more is
+        #: written, and what was not yet durable is not counted
+        self.on_error: Callable[[OSError], None] | None = None
+        self.broken: OSError | None = None
+        self._uncounted = Counts()
 
     # -- reading what is on disk ------------------------------------------------------------
 
@@ -127,12 +133,13 @@ class Journal:
         return pl.concat(frames, how="diagonal_relaxed")
 
     def latest(self) -> pl.DataFrame:
-        """Per item ever written: its latest outcome (``ok``, ``retryable``)."""
+        """Per item ever written: its latest outcome (``ok``, ``retryable``, ``error_code``)."""
         results = self._scan("results", self.schema).select(
-            *KEY, "_part", pl.lit(True).alias("ok"), pl.lit(False).alias("retryable")
+            *KEY, "_part", pl.lit(True).alias("ok"), pl.lit(False).alias("retryable"),
+            pl.lit(None, dtype=pl.String).alias("error_code"),
         )
         failures = self._scan("failures", FAILURE_SCHEMA).select(
-            *KEY, "_part", pl.lit(False).alias("ok"), "retryable"
+            *KEY, "_part", pl.lit(False).alias("ok"), "retryable", "error_code"
         )
         return (
             pl.concat([results, failures])
@@ -147,28 +154,64 @@ class Journal:
         return Path(self.rundir.parts / "wal.jsonl")
 
     def _replay_wal(self) -> None:
-        """Put what a crashed execution logged but never compacted back in the buffers."""
+        """Put what a crashed execution logged but never compacted back in the buffers. A torn
+        last line is a batch whose answer was never acknowledged; a bad line before the last is
+        damage."""
         if not self.wal.is_file():
             return
         result_columns, failure_columns = self._logged_result_columns, self._logged_failure_columns
-        for line in self.wal.read_text(encoding="utf-8").splitlines():
+        lines = self.wal.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
-            except ValueError:
-                continue  # a line torn by the crash: its batch was never acknowledged
-            at = datetime.fromisoformat(entry["at"])
-            self._results += [dict(zip(result_columns, values, strict=True))
-                              | {"completed_at": at} for values in entry["results"]]
-            self._failures += [dict(zip(failure_columns, values, strict=True))
-                               | {"failed_at": at} for values in entry["failures"]]
+                at = datetime.fromisoformat(entry["at"])
+                results = [dict(zip(result_columns, values, strict=True))
+                           | {"completed_at": at} for values in entry["results"]]
+                failures = [dict(zip(failure_columns, values, strict=True))
+                            | {"failed_at": at} for values in entry["failures"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                if number == len(lines):
+                    continue  # torn by the crash
+                raise DamagedRun(self.wal, f"line {number} is not a journal entry "
+                                 f"({type(exc).__name__})") from exc
+            self._results += results
+            self._failures += failures
+
+    def check(self) -> None:
+        """Raise ``DamagedRun`` for a file that cannot be trusted: the planned items, the
+        checkpoint, a part it lists that is gone or unreadable."""
+        if not self.rundir.items.is_file():
+            raise DamagedRun(self.rundir.items, "missing (the run's planned items)")
+        listed: list[str] = []
+        if self.rundir.checkpoint.is_file():
+            checkpoint = self.rundir.read_json(self.rundir.checkpoint)
+            listed = list(checkpoint.get("parts", []))
+            if not isinstance(checkpoint.get("calls", {}), dict):
+                raise DamagedRun(self.rundir.checkpoint, "its calls are not an object")
+        for name in listed:
+            if not (self.rundir.parts / str(name)).is_file():
+                raise DamagedRun(self.rundir.parts / str(name),
+                                 "listed in checkpoint.json but missing: its items' outcomes "
+                                 "are gone (restore the file, or remove it from the list to "
+                                 "call them again)")
+        for kind, number in self._parts():
+            path = self.rundir.parts / f"{kind}-{number:06d}.parquet"
+            try:
+                pl.read_parquet_schema(path)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise DamagedRun(path, f"not a readable Parquet part ({str(exc)[:120]})") \
+                    from exc
 
     def load(self) -> pl.DataFrame:
         """Read the state left by earlier executions; returns ``latest()``."""
+        self.check()
         if self.rundir.checkpoint.is_file():
-            checkpoint = json.loads(self.rundir.checkpoint.read_text())
+            checkpoint = self.rundir.read_json(self.rundir.checkpoint)
             self.calls = checkpoint.get("calls", {})
         self._replay_wal()
-        self.flush()
+        # Compact what the log held and empty it, always: a torn last line left in place would
+        # swallow the first line appended after it.
+        self.flush(truncate=True)
         latest = self.latest()
         self.counts.succeeded = int(latest["ok"].sum())
         self.counts.failed = latest.height - self.counts.succeeded
@@ -185,9 +228,9 @@ class Journal:
         for outcome in outcomes:
             item = outcome.item
             if self.redrive:
-                self.counts.failed -= 1  # it was a failure; this outcome replaces it
+                self._uncounted.failed -= 1  # it was a failure; this outcome replaces it
             if isinstance(outcome, Success):
-                self.counts.succeeded += 1
+                self._uncounted.succeeded += 1
                 row = dict(outcome.row) | {
                     "item_key": item.item_key,
                     "instance_id": item.instance_id,
@@ -198,7 +241,7 @@ class Journal:
                 results.append([row.get(c) for c in result_columns])
                 self._results.append(row | {"completed_at": now})
             elif isinstance(outcome, Failure):
-                self.counts.failed += 1
+                self._uncounted.failed += 1
                 error = outcome.error
                 values = [item.item_key, item.instance_id, item.input_row, error.code,
                           error.message, error.http_status, error.retryable, error.attempts,
@@ -211,7 +254,8 @@ class Journal:
              "failures": failures}, separators=(",", ":")) + "\n")
 
     def sync_wal(self) -> None:
-        """Make every outcome recorded so far durable (one fsync for all of them)."""
+        """Make every outcome recorded so far durable (one fsync for all of them); only then
+        are they counted."""
         if not self._wal_lines:
             return
         lines, self._wal_lines = self._wal_lines, []
@@ -219,16 +263,31 @@ class Journal:
             handle.writelines(lines)
             handle.flush()
             os.fsync(handle.fileno())
+        self.counts.succeeded += self._uncounted.succeeded
+        self.counts.failed += self._uncounted.failed
+        self._uncounted = Counts()
         crashpoint("wal-synced")
+
+    def _break(self, exc: OSError) -> None:
+        """A write failed: stop writing; what was not durable is dropped, and its items stay
+        pending for resume (their calls are made again, as for a crash)."""
+        if self.broken is None:
+            self.broken = exc
+            if self.on_error is not None:
+                self.on_error(exc)
+        self._results, self._failures, self._wal_lines = [], [], []
+        self._uncounted = Counts()
 
     @property
     def buffered(self) -> int:
         return len(self._results) + len(self._failures)
 
-    def flush(self, calls: Mapping[str, Mapping[str, int]] | None = None) -> None:
+    def flush(self, calls: Mapping[str, Mapping[str, int]] | None = None, *,
+              truncate: bool = False) -> None:
         if calls is not None:
             self.calls = {op: dict(v) for op, v in calls.items()}
-        if self._results or self._failures:
+        if self._results or self._failures or (truncate and self.wal.is_file()
+                                                  and self.wal.stat().st_size):
             number = self._next_part
             self._next_part += 1
             if self._results:
@@ -280,20 +339,30 @@ class Journal:
                             group.append(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
+                    if self.broken is None:
+                        for entry in group:
+                            self.record(entry.batch_id, entry.outcomes)
+                        await self._guarded(self.sync_wal)
                     for entry in group:
-                        self.record(entry.batch_id, entry.outcomes)
-                    await anyio.to_thread.run_sync(self.sync_wal)
-                    for entry in group:
-                        entry.durable.set()
+                        entry.durable.set()  # or lost, if broken: nobody waits for ever
                 if self.buffered >= self.flush_rows or time.monotonic() - last >= self.flush_s:
-                    await anyio.to_thread.run_sync(self.flush, calls())
+                    await self._guarded(self.flush, calls())
                     last = time.monotonic()
-        await anyio.to_thread.run_sync(self.flush, calls())
+        await self._guarded(self.flush, calls())
+
+    async def _guarded(self, write: Callable[..., None], *args: Any) -> None:
+        if self.broken is not None:
+            return
+        try:
+            await anyio.to_thread.run_sync(write, *args)
+        except OSError as exc:
+            self._break(exc)
 
     # -- the final files ----------------------------------------------------------------------
 
-    def finalize(self) -> tuple[int, int]:
-        """Write ``results.parquet`` and ``failures.parquet``: each item's latest outcome."""
+    def finalize(self) -> pl.DataFrame:
+        """Write ``results.parquet`` and ``failures.parquet``: each item's latest outcome.
+        Returns the results."""
         latest = self.latest().select(*KEY, "_part", "ok")
         results = (
             self._scan("results", self.schema)
@@ -319,7 +388,7 @@ class Journal:
         crashpoint("finalize-results")
         write_atomic(self.rundir.failures, lambda tmp: failures.write_parquet(tmp))
         crashpoint("finalized")
-        return results.height, failures.height
+        return results
 
 
 def elapsed_since(started: datetime) -> float:

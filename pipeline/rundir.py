@@ -10,16 +10,18 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import RunLocked, UsageError
+from .errors import DamagedRun, RunLocked, UsageError
 
 
 def utc_now() -> datetime:
@@ -34,6 +36,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp)`` beside ``path``, fsync, then rename over it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     write(tmp)
+    os.chmod(tmp, 0o600)  # the owner's only, wherever it lands: runs hold account IDs and ARNs
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -70,36 +73,99 @@ class RunDir:
     def exists(self) -> bool:
         return bool(self.run_json.is_file())
 
+    def claim(self) -> bool:
+        """Make the directory (if need be) and take its lock, before anything is decided about
+        it; ``True`` when this process made it (and may remove it if the run is refused)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(mode=0o700)
+                created = True
+            except FileExistsError:
+                if not self.path.is_dir():
+                    raise UsageError(f"{self.path} exists and is not a directory") from None
+                created = False
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.lock()
+        return created
+
     def create(self) -> None:
         # User-only: the run holds account IDs and ARNs.
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.parts.mkdir(exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
 
+    def discard(self) -> None:
+        """Remove a run directory this process made for a run that was then refused."""
+        self.unlock()
+        shutil.rmtree(self.path, ignore_errors=True)
+
     def read_run(self) -> dict[str, Any]:
         if not self.exists():
             raise UsageError(f"{self.path}: not a connect-bulk run directory (no run.json)")
-        data: dict[str, Any] = json.loads(self.run_json.read_text())
-        return data
+        return self.read_json(self.run_json)
 
-    def read_summary(self) -> dict[str, Any]:
-        if not self.summary_json.is_file():
+    def read_summary(self, *, missing_ok: bool = True) -> dict[str, Any]:
+        if not self.summary_json.is_file() and missing_ok:
             return {}
-        data: dict[str, Any] = json.loads(self.summary_json.read_text())
+        return self.read_json(self.summary_json)
+
+    @staticmethod
+    def read_json(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise DamagedRun(path, f"not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise DamagedRun(path, "not a JSON object")
         return data
 
     def lock(self) -> None:
         """Hold the run's lock until the process ends; a dead holder's lock is free (flock)."""
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunLocked(f"{self.path} is in use by {holder}") from None
+        if not self._still_there(fd):
+            # A refused run removed the directory between our open and our lock.
+            os.close(fd)
+            raise RunLocked(f"{self.path} was removed by another process; try again")
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._lock_fd = fd
+
+    def _still_there(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path / "lock").st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def is_locked(self) -> bool:
+        """Whether a live process holds the lock; read-only, so it works on a read-only mount."""
+        try:
+            fd = os.open(self.path / "lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return False
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

@@ -323,6 +323,13 @@ class ConnectSandboxBackend(BaseBackend):
         self, *, instance_id: str, resource_ids: list[str], resource_type: str | None
     ) -> list[PhoneNumber]:
         instance = self.instance(instance_id)
+        # ResourceIds are ARNs in the AWS model (resourceArnListMaxLimit100); a bare ID is
+        # refused as a malformed parameter.
+        bare = [r for r in resource_ids if not r.startswith("arn:")]
+        if bare:
+            raise InvalidParameterException(
+                f"ResourceIds must be phone number ARNs; {bare[0]} is not an ARN"
+            )
         # The whole call fails when any requested resource is unknown in this instance.
         numbers = [self._number_in(instance, resource_id) for resource_id in resource_ids]
         if resource_type not in (None, VOICE):

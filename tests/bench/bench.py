@@ -75,7 +75,7 @@ class Sandbox:
                 if token:
                     kwargs["NextToken"] = token
                 page = connect.list_phone_numbers_v2(**kwargs)
-                ids += [n["PhoneNumberId"] for n in page["ListPhoneNumbersSummaryList"]]
+                ids += [n["PhoneNumberArn"] for n in page["ListPhoneNumbersSummaryList"]]
                 token = page.get("NextToken")
                 if not token:
                     break

@@ -57,12 +57,12 @@ def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int, str]:
             response["Error"]["Message"])
 
 
-def test_batch_get_by_arn_and_id_answers_only_associated_numbers(world: World) -> None:
+def test_batch_get_by_arn_answers_only_associated_numbers(world: World) -> None:
     first, second, unassociated = world.numbers
     answer = world.connect.batch_get_flow_association(
         InstanceId=world.instance["Id"],
-        ResourceIds=[first["PhoneNumberArn"], second["PhoneNumberId"],
-                     unassociated["PhoneNumberId"]],
+        ResourceIds=[first["PhoneNumberArn"], second["PhoneNumberArn"],
+                     unassociated["PhoneNumberArn"]],
         ResourceType="VOICE_PHONE_NUMBER",
     )["FlowAssociationSummaryList"]
     assert sorted(answer, key=lambda a: a["ResourceId"]) == sorted(
@@ -74,6 +74,17 @@ def test_batch_get_by_arn_and_id_answers_only_associated_numbers(world: World) -
         key=lambda a: a["ResourceId"],
     )
     assert world.flow["ContactFlowArn"].startswith(world.instance["Arn"] + "/contact-flow/")
+
+
+def test_batch_get_refuses_bare_ids_as_the_model_wants_arns(world: World) -> None:
+    with pytest.raises(ClientError) as exc:
+        world.connect.batch_get_flow_association(
+            InstanceId=world.instance["Id"],
+            ResourceIds=[world.numbers[0]["PhoneNumberArn"], world.numbers[1]["PhoneNumberId"]],
+        )
+    code, status, message = _error(exc)
+    assert (code, status) == ("InvalidParameterException", 400)
+    assert world.numbers[1]["PhoneNumberId"] in message
 
 
 def test_batch_get_accepts_the_instance_arn_and_legacy_number_arns(world: World) -> None:
@@ -90,18 +101,19 @@ def test_a_number_not_claimed_in_the_instance_fails_the_whole_call(
     world: World, bad: str
 ) -> None:
     if bad == "foreign":
-        resource = world.foreign["PhoneNumberId"]
+        resource = world.foreign["PhoneNumberArn"]
     elif bad == "unknown":
-        resource = "4f6f8a55-0000-4000-8000-000000000000"
+        resource = world.numbers[0]["PhoneNumberArn"].rsplit("/", 1)[0] + \
+            "/4f6f8a55-0000-4000-8000-000000000000"
     elif bad == "released":
-        resource = world.numbers[2]["PhoneNumberId"]
-        world.connect.release_phone_number(PhoneNumberId=resource)
+        resource = world.numbers[2]["PhoneNumberArn"]
+        world.connect.release_phone_number(PhoneNumberId=world.numbers[2]["PhoneNumberId"])
     else:
         resource = world.numbers[0]["PhoneNumberArn"].replace("us-east-1", "eu-west-2")
     with pytest.raises(ClientError) as exc:
         world.connect.batch_get_flow_association(
             InstanceId=world.instance["Id"],
-            ResourceIds=[world.numbers[0]["PhoneNumberId"], resource],
+            ResourceIds=[world.numbers[0]["PhoneNumberArn"], resource],
         )
     code, status, message = _error(exc)
     assert (code, status) == ("ResourceNotFoundException", 404)
@@ -112,7 +124,7 @@ def test_unknown_instance_is_resource_not_found(world: World) -> None:
     with pytest.raises(ClientError) as exc:
         world.connect.batch_get_flow_association(
             InstanceId="00000000-0000-4000-8000-00000000dead",
-            ResourceIds=[world.numbers[0]["PhoneNumberId"]],
+            ResourceIds=[world.numbers[0]["PhoneNumberArn"]],
         )
     assert _error(exc)[:2] == ("ResourceNotFoundException", 404)
 
@@ -120,7 +132,7 @@ def test_unknown_instance_is_resource_not_found(world: World) -> None:
 def test_more_than_100_ids_is_a_validation_error(world: World) -> None:
     with pytest.raises(ClientError) as exc:
         world.connect.batch_get_flow_association(
-            InstanceId=world.instance["Id"], ResourceIds=[world.numbers[0]["PhoneNumberId"]] * 101
+            InstanceId=world.instance["Id"], ResourceIds=[world.numbers[0]["PhoneNumberArn"]] * 101
         )
     code, status, message = _error(exc)
     assert (code, status) == ("InvalidParameterException", 400)
@@ -130,7 +142,7 @@ def test_more_than_100_ids_is_a_validation_error(world: World) -> None:
 
 
 def test_exactly_100_ids_is_accepted(world: World) -> None:
-    ids = [world.numbers[i % 3]["PhoneNumberId"] for i in range(100)]
+    ids = [world.numbers[i % 3]["PhoneNumberArn"] for i in range(100)]
     answer = world.connect.batch_get_flow_association(
         InstanceId=world.instance["Id"], ResourceIds=ids
     )["FlowAssociationSummaryList"]
@@ -146,7 +158,7 @@ def test_empty_id_list_is_refused(world: World) -> None:
 def test_unknown_resource_type_is_a_validation_error(world: World) -> None:
     with pytest.raises(ClientError) as exc:
         world.connect.batch_get_flow_association(
-            InstanceId=world.instance["Id"], ResourceIds=[world.numbers[0]["PhoneNumberId"]],
+            InstanceId=world.instance["Id"], ResourceIds=[world.numbers[0]["PhoneNumberArn"]],
             ResourceType="FAX_NUMBER",
         )
     code, _, message = _error(exc)
@@ -197,7 +209,7 @@ def test_list_describe_disassociate_and_release(world: World) -> None:
         PhoneNumberId=world.numbers[0]["PhoneNumberId"], InstanceId=instance["Id"]
     )
     answer = connect.batch_get_flow_association(
-        InstanceId=instance["Id"], ResourceIds=[n["PhoneNumberId"] for n in world.numbers]
+        InstanceId=instance["Id"], ResourceIds=[n["PhoneNumberArn"] for n in world.numbers]
     )["FlowAssociationSummaryList"]
     assert [a["ResourceId"] for a in answer] == [world.numbers[1]["PhoneNumberArn"]]
 
@@ -260,6 +272,6 @@ def test_regions_and_accounts_are_separate_worlds(sandbox: Sandbox) -> None:
     assert number["PhoneNumberArn"].startswith("arn:aws:connect:us-east-1:123456789012:")
     with pytest.raises(ClientError) as exc:
         west.batch_get_flow_association(
-            InstanceId=instance["Id"], ResourceIds=[number["PhoneNumberId"]]
+            InstanceId=instance["Id"], ResourceIds=[number["PhoneNumberArn"]]
         )
     assert _error(exc)[0] == "ResourceNotFoundException"

@@ -25,7 +25,7 @@ def seeded(sandbox: Sandbox) -> dict[str, Any]:
     numbers = connect.list_phone_numbers_v2(InstanceId=instance["id"])
     return {
         "instance": instance["id"],
-        "ids": [n["PhoneNumberId"] for n in numbers["ListPhoneNumbersSummaryList"]],
+        "ids": [n["PhoneNumberArn"] for n in numbers["ListPhoneNumbersSummaryList"]],
     }
 
 

@@ -67,7 +67,7 @@ def test_seeded_numbers_answer_batch_get(sandbox: Sandbox) -> None:
     instance = made["instances"][0]
     connect = sandbox.client("connect")
     numbers = connect.list_phone_numbers_v2(InstanceId=instance["id"], MaxResults=100)
-    ids = [n["PhoneNumberId"] for n in numbers["ListPhoneNumbersSummaryList"]]
+    ids = [n["PhoneNumberArn"] for n in numbers["ListPhoneNumbersSummaryList"]]
     answer = connect.batch_get_flow_association(InstanceId=instance["id"], ResourceIds=ids)
     assert len(answer["FlowAssociationSummaryList"]) == instance["associated"]
 

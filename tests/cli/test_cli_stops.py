@@ -1,0 +1,113 @@
+"""Stops that stop: after SIGINT, SIGTERM, a deadline or an abort, no call starts (not even
+one already waiting for its rate limiter), and a stop at any moment from start-up on gives 130
+and a run directory that is consistent (absent, or resumable)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.world import build_world, read, write_csv
+from tests.conftest import Sandbox, cli_env, run_cli
+
+START = "StartInstanceOnboardingJob"
+OP = "BatchGetFlowAssociation"
+
+
+def _instances_csv(sandbox: Sandbox, path: Path, n: int) -> Path:
+    connect = sandbox.client("connect")
+    ids = [connect.create_instance(IdentityManagementType="CONNECT_MANAGED",
+                                   InstanceAlias=f"s{i}", InboundCallsEnabled=True,
+                                   OutboundCallsEnabled=True)["Id"] for i in range(n)]
+    return write_csv(path, ["instance_id"], [[i] for i in ids])
+
+
+def _popen(*args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=cli_env(**env),
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_no_mutating_call_starts_after_the_signal_even_one_waiting_for_its_limiter(
+    sandbox: Sandbox, tmp_path: Path, signum: int
+) -> None:
+    path = _instances_csv(sandbox, tmp_path / "in.csv", 40)
+    process = _popen("run", "campaign-onboarding", str(path), "--endpoint-url", sandbox.url,
+                     "--region", "us-east-1", "--out", str(tmp_path / "out"), "--run-id", "c",
+                     "--rate", "1", "--burst", "1", "--no-wait", "--no-encryption", "--yes")
+    sandbox.wait_for_calls(START, 4)
+    process.send_signal(signum)
+    at_signal = sandbox.stats()["calls"][START]
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    # At most the one call that was on the wire when the signal came (--rate 1: one at a time).
+    assert sandbox.stats()["calls"][START] <= at_signal + 1
+    summary = json.loads((tmp_path / "out" / "c" / "summary.json").read_text())
+    assert summary["state"] == "interrupted"
+    started = read(tmp_path / "out" / "c" / "results.parquet").height
+    assert started == summary["items_succeeded"] >= 4
+    assert summary["items_pending"] == 40 - started
+
+
+def test_a_deadline_stops_calls_waiting_for_their_limiter(sandbox: Sandbox,
+                                                          tmp_path: Path) -> None:
+    path = _instances_csv(sandbox, tmp_path / "in.csv", 30)
+    result = run_cli("run", "campaign-onboarding", str(path), "--endpoint-url", sandbox.url,
+                     "--region", "us-east-1", "--out", str(tmp_path / "out"), "--run-id", "c",
+                     "--rate", "2", "--burst", "1", "--no-wait", "--no-encryption", "--yes",
+                     "--deadline", "3s")
+    assert result.returncode == 4, result.stderr
+    summary = json.loads((tmp_path / "out" / "c" / "summary.json").read_text())
+    # 2 a second for 3 s: about 6 started, not the 30 queued behind the limiter.
+    assert sandbox.stats()["calls"][START] == summary["items_succeeded"] <= 9
+    assert summary["elapsed_s"] < 10
+
+
+@pytest.mark.parametrize("moment", ["input-read", "run-created", "first-call"])
+def test_sigterm_at_any_moment_of_start_up_exits_130_and_leaves_a_consistent_run(
+    sandbox: Sandbox, tmp_path: Path, moment: str
+) -> None:
+    world = build_world(sandbox, instances=2, numbers_per_instance=5)
+    # Bare instance IDs: the first call is STS GetCallerIdentity, before the engine runs.
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
+                     [[n.instance_id, n.id] for n in world.numbers])
+    args = ["run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
+            "--region", "us-east-1", "--out", str(tmp_path / "out"), "--run-id", "r"]
+    result = run_cli(*args, CONNECT_BULK_CRASH_AT=moment, CONNECT_BULK_CRASH_SIGNAL="TERM")
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    json.loads(result.stderr.splitlines()[-1])  # one JSON line off a TTY
+    run_dir = tmp_path / "out" / "r"
+    if moment == "input-read":
+        assert not run_dir.exists()  # refused before it began: nothing left behind
+    else:
+        assert json.loads((run_dir / "summary.json").read_text())["state"] == "interrupted"
+        assert OP not in sandbox.stats()["calls"]
+        assert run_cli("resume", str(run_dir)).returncode == 0
+        assert read(run_dir / "results.parquet").height == 10
+    assert run_cli(*args).returncode == 0
+
+
+def test_sigterm_while_sts_hangs_exits_130_at_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    world = build_world(sandbox, instances=1, numbers_per_instance=3)
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
+                     [[n.instance_id, n.id] for n in world.numbers])
+    sandbox.faults(drop_rate=1.0)  # STS never answers: the call is retried with backoff
+    process = _popen("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
+                     "--region", "us-east-1", "--out", str(tmp_path / "out"), "--run-id", "r")
+    sandbox.wait_for_calls("GetCallerIdentity", 2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    summary = json.loads((tmp_path / "out" / "r" / "summary.json").read_text())
+    assert (summary["state"], summary["items_pending"]) == ("interrupted", 3)
+    sandbox.faults(drop_rate=0.0)
+    assert run_cli("resume", str(tmp_path / "out" / "r")).returncode == 0
