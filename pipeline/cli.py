@@ -80,6 +80,9 @@ def edge(func: F) -> F:
             where = f" {exc.filename}" if exc.filename else ""
             _fail(f"cannot read or write{where}: {exc.strerror or exc}", 2,
                   kwargs.get("log_format"))
+        except Exception as exc:  # a bug: still one line, never a traceback
+            _fail(f"internal error, please report it: {type(exc).__name__}: {exc}", 3,
+                  kwargs.get("log_format"))
 
     return wrapper  # type: ignore[return-value]
 

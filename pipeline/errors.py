@@ -75,8 +75,9 @@ class CallError(ConnectBulkError):
         self, code: str, message: str, *, http_status: int | None = None, attempts: int = 1
     ) -> None:
         # AWS quotes requests back (signature mismatches quote the canonical request, token
-        # header included): nothing secret survives into what is logged or stored.
-        message = redact(message)
+        # header included): nothing secret survives into what is logged or stored, and what is
+        # left stands on one line.
+        message = " ".join(redact(message).split())
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

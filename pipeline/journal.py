@@ -153,29 +153,41 @@ class Journal:
     def wal(self) -> Path:
         return Path(self.rundir.parts / "wal.jsonl")
 
-    def _replay_wal(self) -> None:
-        """Put what a crashed execution logged but never compacted back in the buffers. A torn
-        last line is a batch whose answer was never acknowledged; a bad line before the last is
-        damage."""
+    def _read_wal(self) -> list[dict[str, Any]]:
+        """The log's entries. A torn last line is a batch whose answer was never acknowledged
+        (a crash mid-write); a bad line before the last is damage."""
         if not self.wal.is_file():
-            return
-        result_columns, failure_columns = self._logged_result_columns, self._logged_failure_columns
+            return []
         lines = self.wal.read_text(encoding="utf-8", errors="replace").splitlines()
+        entries = []
         for number, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
-                at = datetime.fromisoformat(entry["at"])
-                results = [dict(zip(result_columns, values, strict=True))
-                           | {"completed_at": at} for values in entry["results"]]
-                failures = [dict(zip(failure_columns, values, strict=True))
-                            | {"failed_at": at} for values in entry["failures"]]
+                entry["at"] = datetime.fromisoformat(entry["at"])
+                if not isinstance(entry["results"], list) or not isinstance(
+                        entry["failures"], list):
+                    raise TypeError("results and failures must be lists")
             except (ValueError, KeyError, TypeError) as exc:
                 if number == len(lines):
-                    continue  # torn by the crash
+                    continue
                 raise DamagedRun(self.wal, f"line {number} is not a journal entry "
                                  f"({type(exc).__name__})") from exc
-            self._results += results
-            self._failures += failures
+            entries.append(entry)
+        return entries
+
+    def _replay_wal(self) -> None:
+        """Put what a crashed execution logged but never compacted back in the buffers."""
+        result_columns, failure_columns = self._logged_result_columns, self._logged_failure_columns
+        for entry in self._read_wal():
+            at = entry["at"]
+            try:
+                self._results += [dict(zip(result_columns, values, strict=True))
+                                  | {"completed_at": at} for values in entry["results"]]
+                self._failures += [dict(zip(failure_columns, values, strict=True))
+                                   | {"failed_at": at} for values in entry["failures"]]
+            except (ValueError, TypeError) as exc:
+                raise DamagedRun(self.wal, f"an entry of batch {entry.get('batch_id')} does "
+                                 "not fit the run's columns") from exc
 
     def check(self) -> None:
         """Raise ``DamagedRun`` for a file that cannot be trusted: the planned items, the
@@ -194,6 +206,7 @@ class Journal:
                                  "listed in checkpoint.json but missing: its items' outcomes "
                                  "are gone (restore the file, or remove it from the list to "
                                  "call them again)")
+        self._read_wal()
         for kind, number in self._parts():
             path = self.rundir.parts / f"{kind}-{number:06d}.parquet"
             try:

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable
@@ -35,11 +36,27 @@ def iso(moment: datetime) -> str:
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp)`` beside ``path``, fsync, then rename over it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
+    try:
+        write(tmp)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
+        raise _as_os_error(exc, tmp) from exc
     os.chmod(tmp, 0o600)  # the owner's only, wherever it lands: runs hold account IDs and ARNs
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _as_os_error(exc: Exception, path: Path) -> Exception:
+    """Polars reports an IO failure as a ComputeError quoting the OS error: make it the
+    ``OSError`` it is, so that a full disk is a full disk wherever it strikes."""
+    if isinstance(exc, OSError):
+        return exc
+    match = re.search(r"\(os error (\d+)\)", str(exc))
+    if match is None:
+        return exc
+    number = int(match.group(1))
+    return OSError(number, os.strerror(number), str(path))
 
 
 def write_json(path: Path, data: Any) -> None:

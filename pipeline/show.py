@@ -14,7 +14,10 @@ from .inputs import inert
 from .rundir import RunDir
 
 TABLE_ROWS = 50
-HIDDEN_IN_TABLE = ("batch_id", "item_key")
+# A table is for reading: the columns that say what happened, the rest is in CSV and JSON.
+FAILURE_COLUMNS = ("item_key", "input_row", "error_code", "retryable", "attempts",
+                   "error_message")
+HIDDEN_IN_TABLE = ("batch_id", "region", "account_id", "attempts", "completed_at")
 
 
 def _path(rundir: RunDir, what: str) -> Path:
@@ -51,7 +54,8 @@ def show_run(run_dir: Path, what: str | None, *, fmt: str, limit: int | None,
         echo(frame.write_ndjson(), nl=False)
         return
     # A spreadsheet runs a cell starting with = + - @ as a formula: those get a leading quote.
-    text = frame.with_columns(inert(pl.col(pl.String))).write_csv(
+    strings = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    text = frame.with_columns(inert(pl.col(name)).alias(name) for name in strings).write_csv(
         datetime_format="%Y-%m-%dT%H:%M:%S%.fZ")
     echo(text, nl=False)
 
@@ -63,7 +67,10 @@ def _table(frame: pl.DataFrame, what: str, path: Path, limit: int | None) -> Non
     console = Console()
     if what == "failures" and frame.height:
         console.print(_failure_groups(frame, Table))
-    shown = frame.drop([c for c in HIDDEN_IN_TABLE if c in frame.columns])
+    if what == "failures":
+        shown = frame.select(FAILURE_COLUMNS)
+    else:
+        shown = frame.drop([c for c in HIDDEN_IN_TABLE if c in frame.columns])
     rows = shown.head(TABLE_ROWS if limit is None else limit)
     table = Table(title=f"{what}: {frame.height} rows ({path})", title_justify="left")
     for column in rows.columns:

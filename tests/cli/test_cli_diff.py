@@ -56,8 +56,35 @@ def test_diff_finds_added_removed_and_repointed_associations(sandbox: Sandbox,
     assert changes[added.id]["phone_number_arn"] == added.arn
 
     text = run_cli("diff", str(before), str(after), "--out", str(tmp_path / "d.parquet"))
-    assert "1 added, 1 removed, 1 changed" in text.stdout
+    assert "1 added, 1 removed, 1 changed; 0 not compared" in text.stdout
     assert read(tmp_path / "d.parquet").height == 3
+    assert (after / "diff.parquet").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_partial_run_is_compared_only_where_it_has_results(sandbox: Sandbox,
+                                                             tmp_path: Path) -> None:
+    world = build_world(sandbox, instances=6, numbers_per_instance=20)
+    arns = {i["Arn"].rsplit("/", 1)[1]: i["Arn"] for i in world.instances}
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
+                     [[arns[n.instance_id], n.id] for n in world.numbers])
+    full = _run(sandbox, path, tmp_path / "out", "full")
+    stopped = run_cli("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
+                      "--out", str(tmp_path / "out"), "--run-id", "partial", "--rate", "1",
+                      "--burst", "1", "--concurrency", "1", "--deadline", "2s")
+    assert stopped.returncode == 4
+    partial = tmp_path / "out" / "partial"
+    answered = read(partial / "results.parquet").height
+    assert 0 < answered < 120
+
+    result = run_cli("diff", str(full), str(partial), "--json")
+    assert result.returncode == 1  # the comparison is partial, and says so
+    counts = json.loads(result.stdout)
+    assert (counts["added"], counts["removed"], counts["changed"]) == (0, 0, 0)
+    assert counts["not_compared"] == 120 - answered
+    assert str(partial) in counts["unfinished"][0]
+    text = run_cli("diff", str(full), str(partial))
+    assert "did not finish" in text.stderr
+    assert f"{120 - answered} not compared" in text.stdout
 
 
 def test_diff_refuses_what_is_not_a_flow_associations_run(tmp_path: Path) -> None:

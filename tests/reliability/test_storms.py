@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -147,3 +149,58 @@ def test_the_sandbox_binds_loopback_unless_told_otherwise() -> None:
         capture_output=True, text=True, timeout=60, env=os.environ.copy(),
     )
     assert warned.returncode == 2  # the port is refused before anything binds
+
+
+class _QuotingEndpoint(http.server.BaseHTTPRequestHandler):
+    """Answers every request as AWS answers a signature mismatch: 403, quoting the canonical
+    request back, headers (security token, credential scope, signature) included."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        quoted = "\n".join(f"{k.lower()}:{v}" for k, v in self.headers.items())
+        message = ("The request signature we calculated does not match the signature you "
+                   "provided. Check your AWS Secret Access Key and signing method. The "
+                   f"Canonical String for this request should have been\n'POST\n{self.path}\n\n"
+                   f"{quoted}\n'\nThe String-to-Sign should have been 'AWS4-HMAC-SHA256'")
+        body = json.dumps({"message": message}).encode()
+        self.send_response(403)
+        self.send_header("x-amzn-ErrorType", "InvalidSignatureException")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_secrets_quoted_back_by_aws_are_redacted_everywhere(sandbox: Sandbox,
+                                                            tmp_path: Path) -> None:
+    path = _input(sandbox, tmp_path / "in.csv", instances=1, per_instance=10)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuotingEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {"AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+           "AWS_SESSION_TOKEN": FAKE_TOKEN}
+    try:
+        outputs = []
+        for log_format in ("json", "text"):
+            result = run_cli("run", "flow-associations", str(path), "--endpoint-url", endpoint,
+                             "--out", str(tmp_path / "out"), "--run-id", log_format,
+                             "--log-format", log_format, **env)
+            assert result.returncode == 3, result.stderr  # a signature error stops the run
+            assert "InvalidSignatureException" in result.stdout + result.stderr
+            status = run_cli("status", str(tmp_path / "out" / log_format), **env)
+            outputs += [result.stdout, result.stderr, status.stdout, status.stderr]
+    finally:
+        server.shutdown()
+        server.server_close()
+    texts = outputs + [p.read_bytes().decode("utf-8", "replace")
+                       for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any("[redacted]" in text for text in texts)  # the quote was there, and masked
+    for text in texts:
+        for secret in (FAKE_KEY_ID, FAKE_TOKEN, FAKE_SECRET, "Signature=", "Credential="):
+            assert secret not in text
