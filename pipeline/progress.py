@@ -1,4 +1,6 @@
-"""The live progress bar of a run on a TTY: items, rate, throttles, ETA."""
+"""The live progress bar of a run on a TTY: items, rate, throttles, ETA, on one line whatever
+the terminal's width (a line that wraps breaks a live display: narrow terminals get the
+short form)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -17,30 +20,39 @@ from rich.progress import (
 
 from .aws import Caller
 
+WIDE = 110  # columns from which the long form fits with room for millions of items
+
+
+def columns(width: int) -> list[ProgressColumn]:
+    if width >= WIDE:
+        return [
+            TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[rate]:>7.1f}/s"),
+            TextColumn("throttled {task.fields[throttled]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        ]
+    return [
+        BarColumn(bar_width=max(6, width - 66)), MofNCompleteColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[rate]:>6.0f}/s"), TextColumn("thr {task.fields[throttled]}"),
+        TextColumn("ETA"), TimeRemainingColumn(compact=True),
+    ]
+
 
 class RunProgress:
-    def __init__(self, total: int, caller: Caller) -> None:
-        self.console = Console(stderr=True)
+    def __init__(self, total: int, caller: Caller, *, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
         self.caller = caller
-        self._progress = Progress(
-            TextColumn("[bold]items"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]:>6.1f} items/s"),
-            TextColumn("throttled {task.fields[throttled]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self._progress = Progress(*columns(self.console.width), console=self.console,
+                                  transient=False)
         self._task = self._progress.add_task("items", total=total, rate=0.0, throttled=0)
 
     def advance(self, n: int) -> None:
         throttled = sum(s.throttled for s in self.caller.stats.values())
         task = self._progress.tasks[self._task]
         self._progress.update(self._task, advance=n, rate=task.speed or 0.0, throttled=throttled)
+
+    def render(self) -> Any:
+        return self._progress.get_renderable()
 
     def __enter__(self) -> RunProgress:
         self._progress.start()

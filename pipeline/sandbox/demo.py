@@ -129,6 +129,7 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
             echo(f"outputs in {run_dir}/: results.parquet, failures.parquet, rejects.parquet, "
                  "summary.json, events.jsonl")
             echo(f"  connect-bulk status {run_dir}")
+            echo(f"  connect-bulk show {run_dir} failures")
         echo("")
         echo("open the run reports (they read the newest run under data/runs):")
         echo("  .venv/bin/pip install -e '.[notebooks]' && .venv/bin/jupyter lab notebooks/")
