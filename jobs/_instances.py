@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
-
-from pipeline.job import Column
+from connect_bulk.pipeline.job import Column
 
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PARTITION = r"aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b"

@@ -27,10 +27,25 @@ from typing import Any, ClassVar
 import anyio
 import click
 import polars as pl
-
-from pipeline.durations import parse_duration
-from pipeline.errors import Abandoned, ClientFault, TerminalError, TransientError, UsageError
-from pipeline.job import Batch, Column, Context, Failure, Item, Job, Normalized, Outcome, Success
+from connect_bulk.pipeline.durations import parse_duration
+from connect_bulk.pipeline.errors import (
+    Abandoned,
+    ClientFault,
+    TerminalError,
+    TransientError,
+    UsageError,
+)
+from connect_bulk.pipeline.job import (
+    Batch,
+    Column,
+    Context,
+    Failure,
+    Item,
+    Job,
+    Normalized,
+    Outcome,
+    Success,
+)
 
 from ._instances import INSTANCE_COLUMN, first_reason, instance_reasons, normalize_instances
 

@@ -10,6 +10,8 @@ https://docs.aws.amazon.com/connect/latest/APIReference/API_BatchGetFlowAssociat
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,10 +19,19 @@ from typing import Any, ClassVar
 import anyio
 import click
 import polars as pl
-
-from pipeline.errors import ClientFault, UsageError
-from pipeline.job import Batch, Column, Context, Failure, Job, Normalized, Outcome, Success
-from pipeline.rundir import RunDir, write_atomic
+from connect_bulk.pipeline.edge import edge
+from connect_bulk.pipeline.errors import ClientFault, UsageError
+from connect_bulk.pipeline.job import (
+    Batch,
+    Column,
+    Context,
+    Failure,
+    Job,
+    Normalized,
+    Outcome,
+    Success,
+)
+from connect_bulk.pipeline.rundir import RunDir, write_atomic
 
 from ._instances import (
     INSTANCE_COLUMN,
@@ -74,6 +85,10 @@ class FlowAssociations(Job):
         "region": pl.String,
         "account_id": pl.String,
     }
+
+    @classmethod
+    def commands(cls) -> list[click.Command]:
+        return [diff]
 
     @classmethod
     def cli_options(cls) -> list[click.Option]:
@@ -308,3 +323,27 @@ def diff_runs(before: pl.DataFrame, after: pl.DataFrame) -> tuple[pl.DataFrame, 
         .sort("change", *key)
     )
     return changes, not_compared
+
+
+@click.command()
+@click.argument("run_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Where to write the changes (default RUN_B/diff.parquet).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@edge
+def diff(*, run_a: Path, run_b: Path, out_path: Path | None, as_json: bool) -> None:
+    """What changed from flow-associations run A to run B: associations added, removed, and
+    re-pointed (changed), on the numbers both runs have a result for. Exit 1 when either run
+    did not finish."""
+    report = diff_report(run_a, run_b, out_path or run_b / "diff.parquet")
+    counts = report["counts"]
+    if as_json:
+        click.echo(json.dumps(counts | {k: v for k, v in report.items() if k != "counts"}))
+    else:
+        for warning in report["unfinished"]:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"{counts['added']} added, {counts['removed']} removed, {counts['changed']} "
+                   f"changed; {counts['not_compared']} not compared (no result in one of the "
+                   f"runs); written to {report['out']}")
+    sys.exit(1 if report["unfinished"] else 0)

@@ -3,12 +3,14 @@ the retries, and the per-operation call counters.
 
 Jobs make every call through ``Caller.call``: it waits for the limiter of (operation, account,
 region), holds one of the ``concurrency`` slots while the request is in flight, classifies what
-went wrong (``errors.classify``), and retries what is worth retrying with full-jitter backoff.
+went wrong (``classify``, below: the one place botocore's and aiohttp's errors are mapped to
+connect-bulk's), and retries what is worth retrying with full-jitter backoff.
 The SDK's own retries are off, so every attempt is counted and rate-limited here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -19,7 +21,17 @@ import anyio
 
 from . import __version__
 from .crashpoints import crashpoint
-from .errors import Abandoned, CallError, Throttled, UsageError, classify
+from .errors import (
+    Abandoned,
+    AccessDenied,
+    CallError,
+    ClientFault,
+    ConnectionFailed,
+    FatalError,
+    ServerError,
+    Throttled,
+    UsageError,
+)
 from .limits import AdaptiveRate, Backoff
 from .redact import remember
 
@@ -133,6 +145,7 @@ class Caller:
             import aioboto3
             from aiobotocore.credentials import AioDeferredRefreshableCredentials
             from aiobotocore.session import get_session
+            from botocore.credentials import CredentialProvider
 
             role_arn = template.format(account=account)
 
@@ -151,9 +164,20 @@ class Caller:
                     "expiry_time": credentials["Expiration"].isoformat(),
                 }
 
+            class AssumedRole(CredentialProvider):  # type: ignore[misc]
+                """The role of ``--role-arn-template`` in one account, first in the chain
+                (the credential resolver's public insertion point; aiobotocore's resolver
+                awaits ``load``, as its own providers do)."""
+
+                METHOD = "connect-bulk-assume-role"
+
+                async def load(self) -> Any:
+                    return AioDeferredRefreshableCredentials(refresh_using=assume,
+                                                             method=self.METHOD)
+
             botocore_session = get_session()
-            botocore_session._credentials = AioDeferredRefreshableCredentials(
-                refresh_using=assume, method="assume-role")
+            resolver = botocore_session.get_component("credential_provider")
+            resolver.insert_before(resolver.providers[0].METHOD, AssumedRole())
             self._sessions[account] = aioboto3.Session(botocore_session=botocore_session)
         return self._sessions[account]
 
@@ -240,7 +264,10 @@ class Caller:
         try:
             client = await self.client(service, region, account)
         except Exception as exc:  # credentials that cannot be had: classified like a call's
-            raise classify(exc) from exc
+            mapped = classify(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         method = getattr(client, _method(operation))
         limiter = self.limiter(operation, account, region)
         stats = self.stats[operation]
@@ -253,8 +280,11 @@ class Caller:
             stats.made += 1
             try:
                 data = await method(**params)
-            except Exception as exc:  # classified below, in one place
-                error: CallError = classify(exc)
+            except Exception as exc:  # classified here, in one place; anything else is a bug
+                mapped = classify(exc)
+                if mapped is None:
+                    raise
+                error: CallError = mapped
             else:
                 limiter.on_success()
                 data.pop("ResponseMetadata", None)
@@ -283,3 +313,75 @@ class Caller:
 
     def stats_json(self) -> dict[str, dict[str, int]]:
         return {op: asdict(s) for op, s in sorted(self.stats.items())}
+
+
+# https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html lists the codes the
+# SDKs treat as throttling; these are the ones AWS services answer with.
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException",
+    "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
+    "RequestThrottled", "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
+})
+TRANSIENT_CODES = frozenset({
+    "InternalServiceException", "InternalServerException", "InternalServerError",
+    "InternalFailure", "InternalError", "ServiceUnavailable", "ServiceUnavailableException",
+    "RequestTimeout", "RequestTimeoutException",
+})
+# No call of the run can succeed with these credentials: stop instead of failing every item.
+FATAL_CODES = frozenset({
+    "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken",
+    "ExpiredTokenException", "InvalidSignatureException", "SignatureDoesNotMatch",
+    "MissingAuthenticationToken", "IncompleteSignature", "AuthFailure",
+})
+
+
+# Refused for lack of permission, whatever the item.
+ACCESS_CODES = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation",
+                          "UnauthorizedException", "NotAuthorized"})
+
+
+def classify(exc: BaseException) -> CallError | None:
+    """The ``CallError`` an exception raised by an AWS call stands for; None when it is not
+    an AWS or transport error at all (a bug, to be raised as it is)."""
+    if isinstance(exc, CallError):
+        return exc
+    from botocore import exceptions as boto
+
+    if isinstance(exc, boto.ClientError):
+        response: dict[str, Any] = exc.response
+        error = response.get("Error", {})
+        code = str(error.get("Code") or "Unknown")
+        message = str(error.get("Message") or exc)
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = int(status) if status is not None else None
+        if code in THROTTLING_CODES or status == 429:
+            return Throttled(code, message, http_status=status)
+        if code in FATAL_CODES:
+            return FatalError(code, message, http_status=status)
+        if code in ACCESS_CODES:
+            return AccessDenied(code, message, http_status=status)
+        if code in TRANSIENT_CODES or (status is not None and status >= 500):
+            return ServerError(code, message, http_status=status)
+        return ClientFault(code, message, http_status=status)
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError
+                  | boto.ProfileNotFound | boto.NoRegionError | boto.CredentialRetrievalError):
+        return FatalError(type(exc).__name__, str(exc))
+    connection_errors: tuple[type[BaseException], ...] = (
+        boto.EndpointConnectionError, boto.ConnectionClosedError, boto.ReadTimeoutError,
+        boto.ConnectTimeoutError, boto.ConnectionError, boto.HTTPClientError,
+        asyncio.TimeoutError, TimeoutError, ConnectionError,
+    )
+    try:
+        import aiohttp
+
+        connection_errors += (aiohttp.ClientError,)
+    except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
+        pass
+    if isinstance(exc, connection_errors):
+        return ConnectionFailed(type(exc).__name__, str(exc) or type(exc).__name__)
+    if isinstance(exc, boto.ParamValidationError):
+        return ClientFault("ParamValidationError", str(exc))
+    if isinstance(exc, boto.BotoCoreError):
+        return ClientFault(type(exc).__name__, str(exc) or type(exc).__name__)
+    return None

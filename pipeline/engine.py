@@ -17,17 +17,13 @@ from enum import StrEnum
 
 import anyio
 
-from .errors import Abandoned, CallError, FatalError
+from .errors import Abandoned, AccessDenied, CallError, FatalError
 from .events import EventLog
 from .job import Batch, Context, Failure, Job, Outcome, Success
 from .journal import Entry, Journal
 from .rundir import utc_now
 
 MIN_ITEMS_FOR_FAILURE_RATE = 200
-# Refused for lack of permission, whatever the item: a storm of these means the credentials,
-# not the items, are wrong.
-ACCESS_CODES = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation",
-                          "UnauthorizedException", "NotAuthorized"})
 DENIED_BATCHES_FOR_STORM = 10
 
 
@@ -191,7 +187,7 @@ class Engine:
             self.stop(StopReason.ABORTED, f"{error.code}: {error.message}")
             return
         except CallError as error:
-            if error.code in ACCESS_CODES and not self._succeeded_once:
+            if isinstance(error, AccessDenied) and not self._succeeded_once:
                 self._denied.append((batch, error))
                 if len(self._denied) >= DENIED_BATCHES_FOR_STORM:
                     self.stop(StopReason.ABORTED,

@@ -17,16 +17,15 @@
         │   └── ConnectionFailed  no answer: refused, dropped, timed out
         └── TerminalError     marker: another attempt gives the same answer
             ├── ClientFault       4xx: the request itself is wrong for this item
-            └── FatalError        credentials or access: no call of the run can succeed
+            │   └── AccessDenied  refused for lack of permission (a storm of these stops a run)
+            └── FatalError        credentials: no call of the run can succeed
 
-``classify`` maps every botocore/aiohttp exception to the most specific of these, in one
-place; the engine never looks at a botocore exception itself.
+``aws.classify`` maps every botocore/aiohttp exception to the most specific of these, in one
+place, at the AWS layer; the engine never looks at a botocore exception itself, and an
+exception that is none of AWS's is a bug, not an item's failure.
 """
 
 from __future__ import annotations
-
-import asyncio
-from typing import Any
 
 from .redact import redact
 
@@ -109,67 +108,10 @@ class ClientFault(TerminalError):
     pass
 
 
+class AccessDenied(ClientFault):
+    """Refused for lack of permission, whatever the item: many in a row mean the credentials,
+    not the items, are wrong."""
+
+
 class FatalError(TerminalError):
     pass
-
-
-# https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html lists the codes the
-# SDKs treat as throttling; these are the ones AWS services answer with.
-THROTTLING_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException",
-    "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-    "RequestThrottled", "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
-})
-TRANSIENT_CODES = frozenset({
-    "InternalServiceException", "InternalServerException", "InternalServerError",
-    "InternalFailure", "InternalError", "ServiceUnavailable", "ServiceUnavailableException",
-    "RequestTimeout", "RequestTimeoutException",
-})
-# No call of the run can succeed with these credentials: stop instead of failing every item.
-FATAL_CODES = frozenset({
-    "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken",
-    "ExpiredTokenException", "InvalidSignatureException", "SignatureDoesNotMatch",
-    "MissingAuthenticationToken", "IncompleteSignature", "AuthFailure",
-})
-
-
-def classify(exc: BaseException) -> CallError:
-    """The ``CallError`` an exception raised by an AWS call stands for."""
-    if isinstance(exc, CallError):
-        return exc
-    from botocore import exceptions as boto
-
-    if isinstance(exc, boto.ClientError):
-        response: dict[str, Any] = exc.response
-        error = response.get("Error", {})
-        code = str(error.get("Code") or "Unknown")
-        message = str(error.get("Message") or exc)
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        status = int(status) if status is not None else None
-        if code in THROTTLING_CODES or status == 429:
-            return Throttled(code, message, http_status=status)
-        if code in FATAL_CODES:
-            return FatalError(code, message, http_status=status)
-        if code in TRANSIENT_CODES or (status is not None and status >= 500):
-            return ServerError(code, message, http_status=status)
-        return ClientFault(code, message, http_status=status)
-    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError
-                  | boto.ProfileNotFound | boto.NoRegionError | boto.CredentialRetrievalError):
-        return FatalError(type(exc).__name__, str(exc))
-    connection_errors: tuple[type[BaseException], ...] = (
-        boto.EndpointConnectionError, boto.ConnectionClosedError, boto.ReadTimeoutError,
-        boto.ConnectTimeoutError, boto.ConnectionError, boto.HTTPClientError,
-        asyncio.TimeoutError, TimeoutError, ConnectionError,
-    )
-    try:
-        import aiohttp
-
-        connection_errors += (aiohttp.ClientError,)
-    except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
-        pass
-    if isinstance(exc, connection_errors):
-        return ConnectionFailed(type(exc).__name__, str(exc) or type(exc).__name__)
-    if isinstance(exc, boto.ParamValidationError):
-        return ClientFault("ParamValidationError", str(exc))
-    return ClientFault(type(exc).__name__, str(exc) or type(exc).__name__)

@@ -129,6 +129,11 @@ class Job(ABC):
     def cli_options(cls) -> list[click.Option]:
         return []
 
+    @classmethod
+    def commands(cls) -> list[click.Command]:
+        """Commands of this job's own (``diff``), beside the shared ones."""
+        return []
+
     @abstractmethod
     def normalize(self, frame: pl.DataFrame) -> Normalized:
         """Turn the input (every column a string, plus ``input_row``) into items and rejects."""
@@ -163,7 +168,7 @@ class Job(ABC):
 
 
 def job_names() -> list[str]:
-    import jobs
+    from connect_bulk import jobs
 
     return sorted(
         module.name.replace("_", "-")
@@ -177,6 +182,6 @@ def load_job_class(name: str) -> type[Job]:
 
     if name not in job_names():
         raise UsageError(f"unknown job {name!r}; jobs: {', '.join(job_names())}")
-    module = importlib.import_module(f"jobs.{name.replace('-', '_')}")
+    module = importlib.import_module(f"connect_bulk.jobs.{name.replace('-', '_')}")
     job: type[Job] = module.JOB
     return job

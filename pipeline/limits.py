@@ -63,7 +63,10 @@ class AdaptiveRate:
         # successes until the first throttle, so a ceiling far above the quota overshoots it by
         # one round of calls, not by the whole ceiling.
         start = min(ceiling, 2 * burst) if adaptive else ceiling
+        self.burst = burst
         self._limiter = AsyncLimiter(burst, burst / start)
+        self._tuned = start  # the rate self._limiter drips at
+        self._carry = 0.0  # the old bucket's level, to be taken from the new one
         self._rate = start
         self._slow_start = adaptive and start < ceiling
         self._last_decrease = -1e9
@@ -77,15 +80,41 @@ class AdaptiveRate:
         return self._rate
 
     async def acquire(self) -> None:
-        await self._limiter.acquire()
+        while True:
+            limiter = self._limiter
+            carry, self._carry = self._carry, 0.0
+            if carry:
+                await limiter.acquire(carry)  # a fresh bucket: at once
+            await limiter.acquire()
+            if limiter is self._limiter:
+                return
+            # The rate moved while this call waited: its token came at the old rate; take one
+            # at the new.
+
+    RETUNE = 0.1  # a rise of less than this share keeps the bucket (a cut always retunes)
 
     def _set(self, rate: float) -> None:
-        # aiolimiter derives its drip rate from max_rate / time_period at construction; keep
-        # the bucket size (burst) and move the period. tests/unit/test_limits.py pins this.
-        self._limiter._leak()
-        self._limiter.time_period = self._limiter.max_rate / rate
-        self._limiter._rate_per_sec = rate
+        """aiolimiter fixes a bucket's drip rate when it is made: a new rate is a new bucket
+        of the same size, holding what the old one held (its level, read through the public
+        ``has_capacity``)."""
         self._rate = rate
+        if self._tuned * (1 - 1e-9) <= rate < self._tuned * (1 + self.RETUNE):
+            return
+        # What the bucket held, and what a bucket made a moment ago had still to take.
+        self._carry = min(self.burst, self._carry + self._fill_of(self._limiter))
+        self._limiter = AsyncLimiter(self.burst, self.burst / rate)
+        self._tuned = rate
+
+    @staticmethod
+    def _fill_of(limiter: AsyncLimiter) -> float:
+        """How full the bucket is: the burst less the most it would let through now."""
+        low, high = 0.0, float(limiter.max_rate)
+        if limiter.has_capacity(high):
+            return 0.0
+        for _ in range(20):
+            middle = (low + high) / 2
+            low, high = (middle, high) if limiter.has_capacity(middle) else (low, middle)
+        return float(limiter.max_rate) - low
 
     def _measured(self, now: float) -> float | None:
         """Successes per second over the last window, once there is a window to speak of."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from .inputs import read_input, rejects_frame
 from .job import Batch, Item, Job
 
 ENGINE_COLUMNS = ("item_key", "instance_id", "region", "account_id", "input_row")
@@ -128,3 +130,23 @@ def estimate(job: Job, items: pl.DataFrame, *, rate: float, burst: float) -> dic
             for s in scopes.iter_rows(named=True)
         ],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    job: Job
+    input_path: Path
+    sha256: str
+    planned: Planned
+    rejects: pl.DataFrame
+    rows_blank: int
+
+
+def prepare(job: Job, input_path: Path) -> Prepared:
+    table = read_input(input_path, type(job).columns)
+    canonical = [c.name for c in type(job).columns]
+    normalized = job.normalize(table.frame.select("input_row", *canonical))
+    rejects = rejects_frame(table, normalized.rejects)
+    planned = plan(job, normalized.items, rows_total=table.frame.height,
+                   rows_rejected=rejects.height)
+    return Prepared(job, input_path, table.sha256, planned, rejects, table.rows_blank)

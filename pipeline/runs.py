@@ -9,39 +9,23 @@ leaves no directory behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
 import polars as pl
 
 from . import __version__, signals
-from .aws import Caller, OperationStats
 from .crashpoints import crashpoint
-from .durations import parse_deadline
-from .engine import Engine, Limits, Stop, StopReason
-from .errors import Abandoned, CallError, StorageError, TransientError, UsageError
-from .events import EventLog
-from .inputs import read_input, rejects_frame, sha256_of
-from .job import Context, Job, load_job_class
-from .journal import KEY, Journal
-from .notes import Notes
-from .plan import Planned, estimate, iter_batches, plan
-from .record import (
-    EXIT_CODES,
-    Report,
-    RunOptions,
-    check_options,
-    differences,
-    ensure_valid,
-    record_execution,
-)
-from .render import closing_line, print_summary
+from .errors import UsageError
+from .execution import execute
+from .inputs import sha256_of
+from .job import Job, load_job_class
+from .journal import Journal
+from .plan import estimate, prepare
+from .record import RunOptions, check_options, differences, ensure_valid
 from .rundir import RunDir, iso, utc_now, write_atomic, write_json
 
 # -- run ids and regions ------------------------------------------------------------------------
@@ -69,28 +53,6 @@ def default_region(options: RunOptions) -> str | None:
     except ProfileNotFound as exc:
         raise UsageError(f"AWS profile {settings.profile!r} not found") from exc
     return str(region) if region else None
-
-
-# -- reading and planning -----------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    job: Job
-    input_path: Path
-    sha256: str
-    planned: Planned
-    rejects: pl.DataFrame
-    rows_blank: int
-
-
-def prepare(job: Job, input_path: Path) -> Prepared:
-    table = read_input(input_path, type(job).columns)
-    canonical = [c.name for c in type(job).columns]
-    normalized = job.normalize(table.frame.select("input_row", *canonical))
-    rejects = rejects_frame(table, normalized.rejects)
-    planned = plan(job, normalized.items, rows_total=table.frame.height,
-                   rows_rejected=rejects.height)
-    return Prepared(job, input_path, table.sha256, planned, rejects, table.rows_blank)
 
 
 def plan_report(job: Job, input_path: Path, options: RunOptions) -> dict[str, Any]:
@@ -145,7 +107,7 @@ def start(job_name: str, input_path: Path, job_options: dict[str, Any],
         else:
             rundir.unlock()
         raise
-    return _execute(rundir, run, job, options, mode=mode)
+    return execute(rundir, run, job, options, mode=mode)
 
 
 def _foreign(rundir: RunDir) -> bool:
@@ -288,232 +250,8 @@ def _continue(run_dir: Path, mode: str, aws_changes: dict[str, Any],
     except BaseException:
         rundir.unlock()
         raise
-    return _execute(rundir, run, job, options, mode=mode, aws_changes=aws_changes,
+    return execute(rundir, run, job, options, mode=mode, aws_changes=aws_changes,
                     job_changes=job_changes)
-
-
-# -- executing ----------------------------------------------------------------------------------
-
-def _pending(rundir: RunDir, journal: Journal, job: Job, mode: str) -> pl.DataFrame:
-    if not rundir.items.is_file():
-        from .errors import DamagedRun
-
-        raise DamagedRun(rundir.items, "missing (the run's planned items)")
-    try:
-        items = pl.read_parquet(rundir.items)
-    except pl.exceptions.PolarsError as exc:
-        from .errors import DamagedRun
-
-        raise DamagedRun(rundir.items, f"not a readable Parquet file ({exc})") from exc
-    latest = journal.load()
-    if mode.startswith("retry"):
-        failed = latest.filter(~pl.col("ok"))
-        if mode == "retry":
-            wider = job.also_redrive()
-            failed = failed.filter(pl.col("retryable") | (wider if wider is not None
-                                                          else pl.lit(False)))
-        return items.join(failed.select(KEY), on=KEY, how="semi")
-    return items.join(latest.select(KEY), on=KEY, how="anti")
-
-
-def _execute(rundir: RunDir, run: dict[str, Any], job: Job, options: RunOptions, *, mode: str,
-             aws_changes: dict[str, Any] | None = None,
-             job_changes: dict[str, Any] | None = None) -> int:
-    """One execution of a run, under its lock. Signals are only remembered from here on: the
-    engine acts on them, and whatever it answered is written before the process exits."""
-    with signals.deferred():
-        try:
-            os.umask(0o077)  # every file of the run, on resume and retry too, is the owner's
-            started = utc_now()
-            try:
-                rundir.clean_temporaries()
-                run = record_execution(rundir, run, mode=mode, started=started,
-                                       options=options, aws_changes=aws_changes or {},
-                                       job_changes=job_changes or {})
-                events = EventLog(run_id=rundir.run_id, log_format=options.log_format,
-                                  path=rundir.events)
-            except OSError as exc:
-                raise UsageError(f"cannot write {rundir.path}: {exc.strerror or exc}") from exc
-            try:
-                return _execute_logged(rundir, run, job, options, events, mode, started)
-            finally:
-                events.close()
-        finally:
-            rundir.unlock()
-
-
-def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunOptions,
-                    events: EventLog, mode: str, started: datetime) -> int:
-    journal = Journal(rundir, type(job).result_schema)
-    pending = _pending(rundir, journal, job, mode)
-    journal.redrive = mode.startswith("retry")
-    deadline = parse_deadline(options.deadline, started) if options.deadline else None
-    events.emit(
-        "run_started", message=f"{mode} {run['job']}: {pending.height} items to do",
-        mode=mode, items_pending=pending.height, run_dir=str(rundir.path),
-    )
-    report = Report(rundir, run, journal, started, quiet_progress=options.progress)
-    try:
-        report.write("running", journal.calls)
-    except OSError as exc:
-        raise UsageError(f"cannot write {rundir.summary_json}: {exc.strerror or exc}") from exc
-    stop = Stop()
-    storage: list[OSError] = []
-
-    def storage_failed(exc: OSError) -> None:
-        if not storage:
-            storage.append(exc)
-        stop(StopReason.ABORTED, f"cannot write the run directory: {exc.strerror or exc}; "
-             "free space or fix the mount, then resume")
-
-    journal.on_error = storage_failed
-    events.on_error = storage_failed
-    calls = anyio.run(_run_async, job, options, journal, events, pending, deadline, report, stop)
-    try:
-        report.warned = job.warnings(journal.finalize())
-        state = _final_state(stop, report.counts())
-        summary = report.write(state, calls, finished=True, note=stop.message)
-    except OSError as exc:
-        storage_failed(exc)
-        # The disk may be full: the one line below says all there is to say.
-        with contextlib.suppress(OSError):
-            report.write(StopReason.ABORTED, calls, finished=True, note=stop.message)
-        raise StorageError(f"{stop.message} (run directory {rundir.path})") from exc
-    quiet = state in ("succeeded", "completed_with_failures")
-    # In text mode the closing report on stdout says it all; the log line is for the file.
-    events.emit("run_finished", level="info" if quiet else "warning",
-                console=options.log_format == "json",
-                message=closing_line(summary, stop.message), **{
-                    k: summary[k] for k in ("state", "items_succeeded", "items_failed",
-                                            "items_pending", "rows_rejected")
-                })
-    print_summary(summary, rundir, options.log_format,
-                  lambda text: print(text, flush=True))  # noqa: T201
-    if state == "succeeded" and (summary["rows_rejected"] or summary["items_warned"]):
-        return 1
-    return EXIT_CODES[state]
-
-
-def _final_state(stop: Stop, counts: dict[str, int]) -> str:
-    if stop.reason in (StopReason.ABORTED, StopReason.INTERRUPTED):
-        return str(stop.reason)
-    if stop.reason == StopReason.DEADLINE and counts["items_pending"] > 0:
-        return "deadline"
-    if counts["items_failed"] or counts["rows_rejected"]:
-        return "completed_with_failures"
-    return "succeeded"
-
-
-async def _run_async(
-    job: Job, options: RunOptions, journal: Journal, events: EventLog, pending: pl.DataFrame,
-    deadline: datetime | None, report: Report, stop: Stop,
-) -> dict[str, dict[str, int]]:
-    stats = {op: OperationStats(**v) for op, v in journal.calls.items()}
-    async with Caller(options.aws, stats=stats, on_retry=_retry_logger(events, options)) \
-            as caller:
-        stop.on_stop(caller.stop_calls)
-        with signals.listening(stop.signal):
-            if pending.height:
-                try:
-                    pending = await _fill_scope(pending, caller)
-                except Abandoned:
-                    return caller.stats_json()
-                except CallError as error:
-                    stop(StopReason.ABORTED, "cannot tell the caller's account (STS "
-                         f"GetCallerIdentity): {error.code}: {error.message}")
-                    return caller.stats_json()
-            await _engine_run(job, options, journal, events, pending, deadline, report, stop,
-                              caller)
-        return caller.stats_json()
-
-
-async def _engine_run(job: Job, options: RunOptions, journal: Journal, events: EventLog,
-                      pending: pl.DataFrame, deadline: datetime | None, report: Report,
-                      stop: Stop, caller: Caller) -> None:
-    progress = _progress(options, pending.height, caller)
-    context = Context(aws=caller, notes=Notes(journal.rundir.parts / "notes.jsonl"))
-    engine = Engine(
-        job=job, context=context, journal=journal, events=events,
-        limits=Limits(max_failure_rate=options.max_failure_rate, deadline=deadline),
-        concurrency=options.aws.concurrency,
-        on_progress=progress.advance if progress else None, stop=stop,
-    )
-    async with anyio.create_task_group() as group:
-        group.start_soon(_report_every, report, caller, events, stop, 1.0, 10)
-        if progress:
-            events.console = progress.console  # log lines above the bar, not through it
-            with progress:
-                await engine.run(iter_batches(pending))
-            events.console = None
-        else:
-            await engine.run(iter_batches(pending))
-        group.cancel_scope.cancel()
-
-
-def _retry_logger(events: EventLog, options: RunOptions) -> Callable[[str, CallError, float],
-                                                                      None]:
-    """A call that cannot reach its endpoint says so at once, not after all its attempts."""
-    where = options.aws.endpoint_url or "AWS"
-    said: dict[str, float] = {}
-
-    def log(operation: str, error: CallError, delay: float) -> None:
-        if not isinstance(error, TransientError) or error.http_status is not None:
-            return
-        now = anyio.current_time()
-        if now - said.get(operation, -1e9) < 10:
-            return
-        said[operation] = now
-        events.emit("unreachable", level="warning",
-                    message=f"{operation}: no answer from {where} ({error.code}: "
-                    f"{error.message}); attempt {error.attempts} of "
-                    f"{options.aws.max_attempts}, next in {delay:.1f}s",
-                    operation=operation, error_code=error.code)
-
-    return log
-
-
-async def _report_every(report: Report, caller: Caller, events: EventLog, stop: Stop,
-                        every_s: float, log_every: int = 5) -> None:
-    """Rewrite ``summary.json`` and log a progress event every ``every_s``."""
-    tick = 0
-    while True:
-        await anyio.sleep(every_s)
-        tick += 1
-        calls = caller.stats_json()
-        try:
-            summary = await anyio.to_thread.run_sync(report.write, "running", calls)
-        except OSError as exc:
-            if report.journal.on_error is not None:
-                report.journal.on_error(exc)
-            return
-        # Every tick in the file (the notebooks chart calls and throttles over time); on the
-        # console every log_every ticks.
-        events.emit(
-            "progress", console=tick % log_every == 0 and not report.quiet_progress,
-            calls_made=sum(c["made"] for c in calls.values()),
-            calls_throttled=sum(c["throttled"] for c in calls.values()),
-            **{k: summary[k] for k in ("items_succeeded", "items_failed", "items_pending",
-                                       "calls_per_s")},
-        )
-
-
-async def _fill_scope(pending: pl.DataFrame, caller: Caller) -> pl.DataFrame:
-    """Bare instance IDs run in the default region and the caller's account."""
-    if pending["region"].null_count():
-        pending = pending.with_columns(pl.col("region").fill_null(caller.default_region))
-    if pending["account_id"].null_count():
-        region = pending.filter(pl.col("account_id").is_null())["region"][0]
-        account = await caller.account(region)
-        pending = pending.with_columns(pl.col("account_id").fill_null(account))
-    return pending
-
-
-def _progress(options: RunOptions, total: int, caller: Caller) -> Any:
-    if not options.progress or not total:
-        return None
-    from .progress import RunProgress
-
-    return RunProgress(total, caller)
 
 
 # -- looking ------------------------------------------------------------------------------------

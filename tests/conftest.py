@@ -27,6 +27,8 @@ settings.register_profile("default", max_examples=4, deadline=None, database=Non
 settings.register_profile("all", max_examples=25, deadline=None, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+#: the command line, as a subprocess runs it
+CLI = [sys.executable, "-m", "connect_bulk.pipeline"]
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # Every attempt is the test's own: no SDK retries hiding what the sandbox answered.
 NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
@@ -78,7 +80,7 @@ def start_sandbox(*args: str) -> tuple[subprocess.Popen[str], str]:
     log = Path(tempfile.mkdtemp(prefix="sandbox-")) / "stderr.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", *args],
+            [*CLI, "sandbox", "--port", "0", *args],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
             env=os.environ | {"PYTHONUNBUFFERED": "1"},
         )
@@ -144,6 +146,6 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
     """``connect-bulk ARGS`` in a subprocess, as cron would run it (no TTY)."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
+        [*CLI, *args], capture_output=True, text=True,
         timeout=timeout, env=cli_env(**env), stdin=subprocess.DEVNULL,
     )

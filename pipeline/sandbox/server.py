@@ -36,7 +36,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from . import campaigns, connect
+from . import campaigns, connect_responses
 from .faults import FaultInjector, Faults
 from .seed import SeedRequest, seed_world
 
@@ -70,7 +70,7 @@ def install() -> None:
         import moto.connect.urls as connect_urls
         import moto.connectcampaigns.urls as campaigns_urls
 
-        connect_urls.url_paths.update(connect.URL_PATHS)
+        connect_urls.url_paths.update(connect_responses.URL_PATHS)
         campaigns_urls.url_paths.update(campaigns.URL_PATHS)
         _installed = True
 

@@ -36,12 +36,13 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONNECT
     "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
 PY = sys.executable
+CLI = [PY, "-m", "connect_bulk.pipeline"]
 
 
 class Sandbox:
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [PY, "-m", "pipeline", "sandbox", "--port", "0", *args],
+            [*CLI, "sandbox", "--port", "0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV,
         )
         assert self.process.stdout is not None
@@ -145,7 +146,7 @@ def batches(world: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 def run_connect_bulk(sandbox: Sandbox, path: Path, *args: str) -> None:
     out = tempfile.mkdtemp(prefix="bench-")
     subprocess.run(
-        [PY, "-m", "pipeline", "run", "flow-associations", str(path), "--endpoint-url",
+        [*CLI, "run", "flow-associations", str(path), "--endpoint-url",
          sandbox.url, "--out", out, "--run-id", "b", "--log-format", "json", "--no-progress",
          *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
     )
@@ -294,7 +295,7 @@ def scale(rows: int, instances: int, lines: list[list[str]]) -> None:
         for i in range(instances):
             arn = f"arn:aws:connect:us-east-1:{account}:instance/{uuid.UUID(int=i + 1)}"
             handle.writelines(f"{arn},{uuid.uuid4()}\n" for _ in range(per))
-    seconds, rss = peak_rss_mb([PY, "-m", "pipeline", "plan", "flow-associations", str(path),
+    seconds, rss = peak_rss_mb([*CLI, "plan", "flow-associations", str(path),
                                 "--json"])
     lines.append([f"plan {rows:,} rows, {instances:,} instances", f"{seconds:.1f} s",
                   f"{rss:.0f} MB peak RSS", "", ""])
@@ -304,13 +305,13 @@ def scale(rows: int, instances: int, lines: list[list[str]]) -> None:
     sandbox = Sandbox()
     try:
         out = folder / "runs"
-        subprocess.run([PY, "-m", "pipeline", "run", "flow-associations", str(path),
+        subprocess.run([*CLI, "run", "flow-associations", str(path),
                         "--endpoint-url", sandbox.url, "--out", str(out), "--run-id", "r"],
                        env=ENV | {"CONNECT_BULK_CRASH_AT": "first-call"},
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         fake_done(out / "r")
         started = time.perf_counter()
-        process = subprocess.Popen([PY, "-m", "pipeline", "resume", str(out / "r")], env=ENV,
+        process = subprocess.Popen([*CLI, "resume", str(out / "r")], env=ENV,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not sandbox.control("stats")["calls"].get(OP):
             time.sleep(0.01)
@@ -325,9 +326,8 @@ def scale(rows: int, instances: int, lines: list[list[str]]) -> None:
 
 def fake_done(run_dir: Path) -> None:
     import polars as pl
-
-    from jobs.flow_associations import FlowAssociations
-    from pipeline.journal import result_schema
+    from connect_bulk.jobs.flow_associations import FlowAssociations
+    from connect_bulk.pipeline.journal import result_schema
 
     items = pl.read_parquet(run_dir / "parts" / "items.parquet")
     done = items.head(int(items.height * 0.99))
@@ -349,7 +349,7 @@ def startup(lines: list[list[str]]) -> None:
     times = []
     for _ in range(11):
         started = time.perf_counter()
-        subprocess.run([PY, "-m", "pipeline", "--help"], env=ENV, stdout=subprocess.DEVNULL,
+        subprocess.run([*CLI, "--help"], env=ENV, stdout=subprocess.DEVNULL,
                        check=True)
         times.append(time.perf_counter() - started)
     lines.append(["connect-bulk --help (median of 11)", f"{statistics.median(times):.3f} s",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.cli.world import read, write_csv
-from tests.conftest import Sandbox, cli_env, run_cli
+from tests.conftest import CLI, Sandbox, cli_env, run_cli
 
 START = "StartInstanceOnboardingJob"
 MISSING_KEY = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-00000000dead"
@@ -155,7 +154,7 @@ def test_a_kill_during_wait_then_resume_finishes_the_waiting(
     path = write_csv(tmp_path / "in.csv", ["instance_id"], [[i["Arn"]] for i in instances])
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "campaign-onboarding", str(path),
+        [*CLI, "run", "campaign-onboarding", str(path),
          "--endpoint-url", sandbox.url, "--out", str(out), "--run-id", "c1", "--yes",
          "--no-encryption"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,

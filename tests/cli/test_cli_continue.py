@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.cli.world import World, build_world, read, write_csv
-from tests.conftest import Sandbox, cli_env, run_cli
+from tests.conftest import CLI, Sandbox, cli_env, run_cli
 
 OP = "BatchGetFlowAssociation"
 
@@ -107,7 +106,7 @@ def test_a_second_start_waits_on_the_lock_and_leaves_one_inputs_items(
     second = _csv(world, tmp_path / "b.csv", slice(3, 6))
     # A freezes right after reading its input, holding the run directory's lock.
     a = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "flow-associations", str(first),
+        [*CLI, "run", "flow-associations", str(first),
          "--endpoint-url", sandbox.url, "--out", str(tmp_path / "out"), "--run-id", "r"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
         env=cli_env(CONNECT_BULK_CRASH_AT="input-read", CONNECT_BULK_CRASH_SIGNAL="STOP"),

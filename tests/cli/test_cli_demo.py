@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.cli.world import read
-from tests.conftest import cli_env
+from tests.conftest import CLI, cli_env
 
 
 def test_demo_runs_both_jobs_on_its_own_sandbox(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "demo", "--rows", "60", "--log-format", "text"],
+        [*CLI, "demo", "--rows", "60", "--log-format", "text"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=cli_env(),
         stdin=subprocess.DEVNULL,
     )

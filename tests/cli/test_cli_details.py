@@ -8,10 +8,10 @@ import re
 import time
 from pathlib import Path
 
+from connect_bulk.pipeline.aws import OperationStats
+from connect_bulk.pipeline.progress import RunProgress
 from rich.console import Console
 
-from pipeline.aws import OperationStats
-from pipeline.progress import RunProgress
 from tests.cli.world import build_world, read, write_csv
 from tests.conftest import Sandbox, run_cli
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from connect_bulk.pipeline.rundir import RunDir
 
-from pipeline.rundir import RunDir
 from tests.cli.world import World, build_world, read, write_csv
 from tests.conftest import Sandbox, cli_env, run_cli
 
@@ -65,7 +65,7 @@ def test_deadline_stops_with_exit_4_and_resume_finishes(
 
 def _start(sandbox: Sandbox, input_csv: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline",
+        [sys.executable, "-m", "connect_bulk.pipeline",
          *_args(sandbox, input_csv, out, "--rate", "1", "--burst", "1", "--concurrency", "1")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         text=True, env=cli_env(),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from connect_bulk.pipeline.sandbox.demo import SAMPLE_WORLD
 
-from pipeline.sandbox.demo import SAMPLE_WORLD
 from tests.cli.world import World, build_world, read, split_calls, write_csv
 from tests.conftest import Sandbox, run_cli
 

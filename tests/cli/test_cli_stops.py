@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.cli.world import build_world, read, write_csv
-from tests.conftest import Sandbox, cli_env, run_cli
+from tests.conftest import CLI, Sandbox, cli_env, run_cli
 
 START = "StartInstanceOnboardingJob"
 OP = "BatchGetFlowAssociation"
@@ -29,7 +28,7 @@ def _instances_csv(sandbox: Sandbox, path: Path, n: int) -> Path:
 
 def _popen(*args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args], stdout=subprocess.PIPE,
+        [*CLI, *args], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=cli_env(**env),
     )
 

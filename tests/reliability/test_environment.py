@@ -17,15 +17,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from connect_bulk.pipeline.job import Item, Success
+from connect_bulk.pipeline.journal import Journal
+from connect_bulk.pipeline.rundir import RunDir
 
-from pipeline.job import Item, Success
-from pipeline.journal import Journal
-from pipeline.rundir import RunDir
 from tests.cli.world import read, seeded_input
 from tests.conftest import Sandbox, cli_env, run_cli
 
 OP = "BatchGetFlowAssociation"
-CLI = f"{shlex.quote(sys.executable)} -m pipeline"
+CLI = f"{shlex.quote(sys.executable)} -m connect_bulk.pipeline"
 
 
 def _in_namespace(script: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -8,14 +8,13 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import polars as pl
 
 from tests.cli.world import read, seeded_input
-from tests.conftest import Sandbox, cli_env, run_cli, start_sandbox, stop_sandbox
+from tests.conftest import CLI, Sandbox, cli_env, run_cli, start_sandbox, stop_sandbox
 
 OP = "BatchGetFlowAssociation"
 
@@ -80,7 +79,7 @@ def test_sigterm_during_a_storm_writes_and_exits_130(sandbox: Sandbox, tmp_path:
     path = _input(sandbox, tmp_path / "in.csv")
     sandbox.faults(quota=[f"{OP}=2/1"], error_rate=0.3)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "flow-associations", str(path),
+        [*CLI, "run", "flow-associations", str(path),
          "--endpoint-url", sandbox.url, "--out", str(tmp_path / "out"), "--run-id", "s",
          "--rate", "20"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
@@ -145,7 +144,7 @@ def test_the_sandbox_binds_loopback_unless_told_otherwise() -> None:
     finally:
         stop_sandbox(process)
     warned = subprocess.run(
-        [sys.executable, "-m", "pipeline", "sandbox", "--host", "0.0.0.0", "--port", "70000"],
+        [*CLI, "sandbox", "--host", "0.0.0.0", "--port", "70000"],
         capture_output=True, text=True, timeout=60, env=os.environ.copy(),
     )
     assert warned.returncode == 2  # the port is refused before anything binds

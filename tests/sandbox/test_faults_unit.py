@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from pipeline.sandbox.faults import FaultInjector, Faults, Quota, TokenBucket
+from connect_bulk.pipeline.sandbox.faults import FaultInjector, Faults, Quota, TokenBucket
 
 
 class FakeClock:

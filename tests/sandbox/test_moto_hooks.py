@@ -9,12 +9,12 @@ from importlib.metadata import version
 import boto3
 import moto.connect.urls
 import moto.connectcampaigns.urls
+from connect_bulk.pipeline.sandbox import SandboxServer, server
+from connect_bulk.pipeline.sandbox.campaigns import URL_PATHS as CAMPAIGN_PATHS
+from connect_bulk.pipeline.sandbox.connect_responses import URL_PATHS as CONNECT_PATHS
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler
 
-from pipeline.sandbox import SandboxServer, server
-from pipeline.sandbox.campaigns import URL_PATHS as CAMPAIGN_PATHS
-from pipeline.sandbox.connect import URL_PATHS as CONNECT_PATHS
 from tests.conftest import CREDENTIALS
 
 

@@ -1,4 +1,4 @@
-"""``errors.classify`` against every error the two seed APIs document, and the transport
+"""``aws.classify`` against every error the two seed APIs document, and the transport
 errors the SDK raises."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
-
-from pipeline.errors import (
+from connect_bulk.pipeline.aws import classify
+from connect_bulk.pipeline.errors import (
+    AccessDenied,
     ClientFault,
     ConnectionFailed,
     FatalError,
     ServerError,
     Throttled,
     TransientError,
-    classify,
 )
 
 SEED_APIS = [("connect", "BatchGetFlowAssociation"),
@@ -44,7 +44,7 @@ EXPECTED = {
     "ThrottlingException": Throttled,
     "InternalServiceException": ServerError,
     "InternalServerException": ServerError,
-    "AccessDeniedException": ClientFault,
+    "AccessDeniedException": AccessDenied,
     "ResourceNotFoundException": ClientFault,
     "InvalidRequestException": ClientFault,
     "InvalidParameterException": ClientFault,
@@ -90,3 +90,8 @@ def test_transport_errors_are_connection_failures(exc: Exception) -> None:
 
 def test_missing_credentials_stop_the_run() -> None:
     assert type(classify(NoCredentialsError())) is FatalError
+
+
+@pytest.mark.parametrize("exc", [KeyError("FlowId"), TypeError("a job's bug"), ValueError()])
+def test_an_exception_that_is_not_aws_s_is_a_bug_not_an_item_failure(exc: Exception) -> None:
+    assert classify(exc) is None

@@ -9,14 +9,23 @@ from typing import Any, ClassVar
 import anyio
 import polars as pl
 import pytest
+from connect_bulk.pipeline.engine import Engine, Limits
+from connect_bulk.pipeline.errors import ClientFault, FatalError, ServerError
+from connect_bulk.pipeline.events import EventLog
+from connect_bulk.pipeline.job import (
+    Batch,
+    Context,
+    Failure,
+    Item,
+    Job,
+    Normalized,
+    Outcome,
+    Success,
+)
+from connect_bulk.pipeline.journal import Journal
+from connect_bulk.pipeline.notes import Notes
+from connect_bulk.pipeline.rundir import RunDir
 
-from pipeline.engine import Engine, Limits
-from pipeline.errors import ClientFault, FatalError, ServerError
-from pipeline.events import EventLog
-from pipeline.job import Batch, Context, Failure, Item, Job, Normalized, Outcome, Success
-from pipeline.journal import Journal
-from pipeline.notes import Notes
-from pipeline.rundir import RunDir
 from tests.cli.world import split_calls
 
 

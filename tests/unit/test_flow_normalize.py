@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-
-from jobs.flow_associations import FlowAssociations
+from connect_bulk.jobs.flow_associations import FlowAssociations
 
 A = "11111111-aaaa-4aaa-8aaa-111111111111"
 N = "22222222-bbbb-4bbb-8bbb-222222222222"

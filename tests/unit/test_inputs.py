@@ -7,10 +7,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from pipeline.errors import InputError
-from pipeline.inputs import normal_name, read_input
-from pipeline.job import Column
+from connect_bulk.pipeline.errors import InputError
+from connect_bulk.pipeline.inputs import normal_name, read_input
+from connect_bulk.pipeline.job import Column
 
 COLUMNS = (Column("instance_id", ("instance", "instance_arn")),
            Column("kms_key_arn", ("key_arn",), required=False))

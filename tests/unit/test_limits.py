@@ -8,9 +8,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
-from aiolimiter import AsyncLimiter
-
-from pipeline.limits import AdaptiveRate, Backoff
+from connect_bulk.pipeline.limits import AdaptiveRate, Backoff
 
 
 def in_loop(test: Callable[[], None]) -> Callable[[], None]:
@@ -108,17 +106,25 @@ def test_the_rate_is_never_cut_below_the_floor() -> None:
     assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.FLOOR_SHARE)
 
 
-@in_loop
-def test_aiolimiter_internals_that_set_rate_relies_on() -> None:
-    # AdaptiveRate moves aiolimiter's drip rate through these; an upgrade that renames them
-    # must fail here, not silently keep the old rate.
-    bucket = AsyncLimiter(5, 0.5)
-    assert bucket._rate_per_sec == 10.0
-    assert hasattr(bucket, "_leak")
-    limiter = AdaptiveRate(10.0, 5.0, clock=Clock())
-    limiter.on_throttle(limiter.now())
-    assert limiter._limiter._rate_per_sec == pytest.approx(5.0)
-    assert limiter._limiter.time_period == pytest.approx(5.0 / 5.0)
+def test_a_cut_paces_at_the_new_rate_and_keeps_what_the_bucket_held() -> None:
+    async def main() -> tuple[int, int]:
+        limiter = AdaptiveRate(20.0, 4.0, adaptive=True)
+        for _ in range(4):  # the burst: the bucket is full
+            await limiter.acquire()
+        limiter.on_throttle(limiter.now())
+        limiter.on_throttle(limiter.now() + 1)  # two cuts: 8/s -> 4/s -> 2/s
+        assert limiter.rate == pytest.approx(2.0)
+        passed = 0
+        with anyio.move_on_after(1.05):
+            while True:
+                await limiter.acquire()
+                passed += 1
+        return passed, int(limiter.statistics().decreases)
+
+    passed, decreases = anyio.run(main)
+    # A full bucket carried over lets nothing through at once; then 2 a second.
+    assert decreases == 2
+    assert 1 <= passed <= 3
 
 
 def test_the_bucket_lets_the_burst_through_then_waits() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import polars as pl
-
-from jobs.flow_associations import FlowAssociations
-from pipeline.plan import estimate, iter_batches, plan
+from connect_bulk.jobs.flow_associations import FlowAssociations
+from connect_bulk.pipeline.plan import estimate, iter_batches, plan
 
 
 def _items(counts: dict[str, int], *, duplicates: int = 0) -> pl.DataFrame:

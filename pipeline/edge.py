@@ -1,0 +1,75 @@
+"""The edge: where connect-bulk's errors become one line and the exit code SPEC §5 gives
+them, and nowhere else. No traceback reaches a terminal or a cron log, whatever was raised."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def fail(message: str, code: int, log_format: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from .redact import redact
+
+    message = redact(" ".join(message.split()))  # one line, whatever the cause quoted
+    if (log_format or ("text" if is_tty() else "json")) == "json":
+        ts = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        click.echo(json.dumps({"ts": ts, "level": "error", "event": "error",
+                               "message": message, "exit_code": code}), err=True)
+    else:
+        click.echo(f"connect-bulk: error: {message}", err=True)
+    sys.exit(code)
+
+
+def edge(func: F) -> F:
+    """Turn connect-bulk's errors into one line and the exit code SPEC §5 gives them."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                raise
+            _fail_for(_leaf(exc), kwargs.get("log_format"))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first error a task group raised, not the group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fail_for(exc: BaseException, log_format: str | None) -> None:
+    from .errors import ConnectBulkError
+
+    if isinstance(exc, ConnectBulkError):
+        fail(str(exc), exc.exit_code, log_format)
+    elif isinstance(exc, KeyboardInterrupt):
+        fail(f"interrupted ({exc}) before anything was called", 130, log_format)
+    elif isinstance(exc, OSError):
+        # What no code path expected (a disk that went away, a full one before the run
+        # directory existed): still one line, named.
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(f"cannot read or write{where}: {exc.strerror or exc}", 2, log_format)
+    elif isinstance(exc, SystemExit):
+        raise exc
+    else:  # a bug: still one line, never a traceback
+        fail(f"internal error, please report it: {type(exc).__name__}: {exc}", 3, log_format)
+
+
