@@ -3,7 +3,7 @@
 import sys
 
 if __package__ != "connect_bulk.pipeline":
-    # Run from a checkout as `python -m pipeline`, every module would load a second time under
+    # Run from a checkout as the top-level `pipeline` package, every module would load a second time under
     # another name, and its classes would not be the installed ones.
     sys.exit("connect-bulk: run it as `connect-bulk` or `python -m connect_bulk.pipeline`")
 
