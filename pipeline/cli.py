@@ -240,15 +240,30 @@ cli.add_command(sandbox)
 cli.add_command(demo)
 
 
+def entry(args: list[str] | None = None) -> int:
+    """The command line on ``args``; its exit code. Every error is one line (``edge``)."""
+    try:
+        code = cli.main(args, prog_name="connect-bulk", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except click.exceptions.Abort:
+        return _one_line("interrupted before anything was called", 130)
+    except click.ClickException as exc:
+        # A usage error is one line too, naming the option; `--help` says the rest.
+        return _one_line(exc.format_message(), exc.exit_code)
+    return code if isinstance(code, int) else 0
+
+
+def _one_line(message: str, code: int) -> int:
+    try:
+        fail(message, code, None)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return code
+
+
 def main() -> None:
     from . import signals
 
     signals.install()
-    try:
-        code = cli.main(prog_name="connect-bulk", standalone_mode=False)
-    except click.exceptions.Abort:
-        fail("interrupted before anything was called", 130, None)
-    except click.ClickException as exc:
-        # A usage error is one line too, naming the option; `--help` says the rest.
-        fail(exc.format_message(), exc.exit_code, None)
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(entry())

@@ -144,8 +144,23 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
-    """``connect-bulk ARGS`` in a subprocess, as cron would run it (no TTY)."""
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True,
-        timeout=timeout, env=cli_env(**env), stdin=subprocess.DEVNULL,
-    )
+    """``connect-bulk ARGS`` as cron would run it (no TTY): in this process, through the real
+    command line (click's isolation of streams and environment), unless the test needs a
+    process of its own: a crash point (SIGKILL, SIGSTOP, a signal at a named moment)."""
+    if any(name.startswith("CONNECT_BULK_CRASH") for name in env):
+        return subprocess.run(
+            [*CLI, *args], capture_output=True, text=True,
+            timeout=timeout, env=cli_env(**env), stdin=subprocess.DEVNULL,
+        )
+    from click.testing import CliRunner
+    from connect_bulk.pipeline.cli import entry
+
+    wanted = cli_env(**env)
+    changes: dict[str, str | None] = {k: v for k, v in wanted.items() if os.environ.get(k) != v}
+    changes |= {k: None for k in os.environ if k not in wanted}
+    with CliRunner().isolation(env=changes) as (stdout, stderr, _):
+        code = entry(list(args))
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return subprocess.CompletedProcess([*CLI, *args], code, stdout.getvalue().decode(),
+                                       stderr.getvalue().decode())
