@@ -46,6 +46,7 @@ from connect_bulk.pipeline.job import (
     Outcome,
     Success,
 )
+from connect_bulk.pipeline.options import job_option
 
 from ._instances import INSTANCE_COLUMN, first_reason, instance_reasons, normalize_instances
 
@@ -104,10 +105,7 @@ class CampaignOnboarding(Job):
 
     @classmethod
     def cli_options(cls) -> list[click.Option]:
-        def option(*decls: str, **kwargs: Any) -> click.Option:
-            name = decls[0].split("/")[0].lstrip("-").upper().replace("-", "_")
-            return click.Option(list(decls), envvar=f"CONNECT_BULK_{name}", **kwargs)
-
+        option = job_option
         return [
             option("--kms-key-arn", default=None,
                    help="KMS key (or alias) ARN for rows without one."),
@@ -125,18 +123,19 @@ class CampaignOnboarding(Job):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        key = options.get("kms_key_arn")
+        options = self.options
+        key = options["kms_key_arn"]
         if key and not pl.Series([key]).str.contains(KMS_ARN).item():
             raise UsageError(f"--kms-key-arn {key!r} is not a KMS key ARN or alias ARN")
-        if key and options.get("no_encryption"):
+        if key and options["no_encryption"]:
             raise UsageError("--kms-key-arn and --no-encryption contradict each other")
         self.default_key: str | None = key
-        self.no_encryption = bool(options.get("no_encryption"))
-        self.wait = bool(options.get("wait", True))
-        self.wait_timeout_s = parse_duration(str(options.get("wait_timeout") or "15m"),
+        self.no_encryption = bool(options["no_encryption"])
+        self.wait = bool(options["wait"])
+        self.wait_timeout_s = parse_duration(str(options["wait_timeout"]),
                                              option="--wait-timeout").total_seconds()
-        self.reset_failed = bool(options.get("reset_failed"))
-        api = options.get("campaigns_api") or "v1"
+        self.reset_failed = bool(options["reset_failed"])
+        api = options["campaigns_api"]
         self.service = "connectcampaignsv2" if api == "v2" else "connectcampaigns"
 
     def describe(self, items: pl.DataFrame) -> list[str]:
@@ -290,11 +289,12 @@ class CampaignOnboarding(Job):
         waited_until = time.monotonic() + self.wait_timeout_s
         polls = 0
         while self.wait and status == "IN_PROGRESS" and time.monotonic() < waited_until:
-            if ctx.aws.stopping:
+            pause = POLL_INTERVALS_S[min(polls, len(POLL_INTERVALS_S) - 1)]
+            with anyio.move_on_after(min(pause, max(0.0, waited_until - time.monotonic()))):
+                await ctx.stopping.wait()
+            if ctx.stopping.is_set():
                 # The start is noted: a resumed run waits on for this job.
                 raise Abandoned(f"stopped waiting for {batch.instance_id}")
-            pause = POLL_INTERVALS_S[min(polls, len(POLL_INTERVALS_S) - 1)]
-            await anyio.sleep(min(pause, max(0.0, waited_until - time.monotonic())))
             polls += 1
             current = await self._status(ctx, batch)
             if current is None:  # deleted under us

@@ -31,7 +31,8 @@ from connect_bulk.pipeline.job import (
     Outcome,
     Success,
 )
-from connect_bulk.pipeline.rundir import RunDir, write_atomic
+from connect_bulk.pipeline.options import job_option
+from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
 from ._instances import (
     INSTANCE_COLUMN,
@@ -93,17 +94,16 @@ class FlowAssociations(Job):
     @classmethod
     def cli_options(cls) -> list[click.Option]:
         return [
-            click.Option(
-                ["--resource-type"], type=click.Choice(RESOURCE_TYPES),
+            job_option(
+                "--resource-type", type=click.Choice(RESOURCE_TYPES),
                 default="VOICE_PHONE_NUMBER", show_default=True,
-                envvar="CONNECT_BULK_RESOURCE_TYPE",
                 help="The ResourceType asked of BatchGetFlowAssociation.",
             )
         ]
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.resource_type = str(options.get("resource_type") or "VOICE_PHONE_NUMBER")
+        self.resource_type = str(self.options["resource_type"])
         self._locks: dict[str, anyio.Lock] = {}
         self._directories: dict[str, Directory] = {}
 
@@ -285,7 +285,8 @@ def diff_report(run_a: Path, run_b: Path, out: Path) -> dict[str, Any]:
                               "items pending): numbers without a result there are not compared")
         frames.append(pl.read_parquet(rundir.results))
     changes, not_compared = diff_runs(*frames)
-    write_atomic(out, lambda tmp: changes.write_parquet(tmp))
+    with atomic_write(out) as tmp:
+        changes.write_parquet(tmp)
     counts = {change: int((changes["change"] == change).sum())
               for change in ("added", "removed", "changed")}
     return {"counts": counts | {"not_compared": not_compared}, "total": changes.height,

@@ -89,6 +89,7 @@ class Engine:
         concurrency: int,
         on_progress: Callable[[int], None] | None = None,
         stop: Stop | None = None,
+        calls_made: Callable[[], dict[str, dict[str, int]]] = dict,
     ) -> None:
         self.job = job
         self.context = context
@@ -96,6 +97,9 @@ class Engine:
         self.events = events
         self.limits = limits
         self.stop = stop or Stop()
+        self.stop.on_stop(context.stopping.set)
+        #: the calls counters, as the checkpoint keeps them
+        self.calls_made = calls_made
         self.finished = 0  # items finished by this execution, for --max-failure-rate
         self.failed = 0
         # Batches refused with AccessDenied while nothing has succeeded yet: held back, so that
@@ -106,7 +110,7 @@ class Engine:
         # batches than calls in flight; a mutating job never does: every batch it holds may
         # change something.
         in_flight = concurrency if job.mutating else (job.max_in_flight or concurrency)
-        self._slots = anyio.Semaphore(in_flight)
+        self._batch_slots = anyio.Semaphore(in_flight)
         self._on_progress = on_progress or (lambda _n: None)
         self._armed = False
 
@@ -115,16 +119,16 @@ class Engine:
             max_buffer_size=64
         )
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self.journal.run, receive, self.context.aws.stats_json)
+            outer.start_soon(self.journal.run, receive, self.calls_made)
             async with send, anyio.create_task_group() as timers:
                 async with anyio.create_task_group() as work:
                     self._arm(timers, work.cancel_scope)
                     for batch in batches:
                         if self._should_stop():
                             break
-                        await self._slots.acquire()
+                        await self._batch_slots.acquire()
                         if self._should_stop():
-                            self._slots.release()
+                            self._batch_slots.release()
                             break
                         work.start_soon(self._run_batch, batch, send)
                 if self._denied and self.stop.reason is None:
@@ -175,7 +179,7 @@ class Engine:
         try:
             await self._process(batch, send)
         finally:
-            self._slots.release()
+            self._batch_slots.release()
 
     async def _process(self, batch: Batch, send: anyio.abc.ObjectSendStream[
             Entry]) -> None:

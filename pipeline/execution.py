@@ -23,12 +23,12 @@ from .job import Context, Job
 from .journal import KEY, Journal
 from .notes import Notes
 from .plan import iter_batches
-from .record import EXIT_CODES, Report, RunOptions, record_execution
+from .record import EXIT_CODES, Mode, Report, RunOptions, record_execution
 from .render import closing_line, print_summary
 from .rundir import RunDir, utc_now
 
 
-def _pending(rundir: RunDir, journal: Journal, job: Job, mode: str) -> pl.DataFrame:
+def _pending(rundir: RunDir, journal: Journal, job: Job, mode: Mode) -> pl.DataFrame:
     if not rundir.items.is_file():
         raise DamagedRun(rundir.items, "missing (the run's planned items)")
     try:
@@ -36,9 +36,9 @@ def _pending(rundir: RunDir, journal: Journal, job: Job, mode: str) -> pl.DataFr
     except pl.exceptions.PolarsError as exc:
         raise DamagedRun(rundir.items, f"not a readable Parquet file ({exc})") from exc
     latest = journal.load()
-    if mode.startswith("retry"):
+    if mode.redrive:
         failed = latest.filter(~pl.col("ok"))
-        if mode == "retry":
+        if mode == Mode.RETRY:
             wider = job.also_redrive()
             failed = failed.filter(pl.col("retryable") | (wider if wider is not None
                                                           else pl.lit(False)))
@@ -46,7 +46,7 @@ def _pending(rundir: RunDir, journal: Journal, job: Job, mode: str) -> pl.DataFr
     return items.join(latest.select(KEY), on=KEY, how="anti")
 
 
-def execute(rundir: RunDir, run: dict[str, Any], job: Job, options: RunOptions, *, mode: str,
+def execute(rundir: RunDir, run: dict[str, Any], job: Job, options: RunOptions, *, mode: Mode,
              aws_changes: dict[str, Any] | None = None,
              job_changes: dict[str, Any] | None = None) -> int:
     """One execution of a run, under its lock. Signals are only remembered from here on: the
@@ -73,10 +73,10 @@ def execute(rundir: RunDir, run: dict[str, Any], job: Job, options: RunOptions, 
 
 
 def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunOptions,
-                    events: EventLog, mode: str, started: datetime) -> int:
+                    events: EventLog, mode: Mode, started: datetime) -> int:
     journal = Journal(rundir, type(job).result_schema)
     pending = _pending(rundir, journal, job, mode)
-    journal.redrive = mode.startswith("retry")
+    journal.redrive = mode.redrive
     deadline = parse_deadline(options.deadline, started) if options.deadline else None
     events.emit(
         "run_started", message=f"{mode} {run['job']}: {pending.height} items to do",
@@ -167,6 +167,7 @@ async def _engine_run(job: Job, options: RunOptions, journal: Journal, events: E
         limits=Limits(max_failure_rate=options.max_failure_rate, deadline=deadline),
         concurrency=options.aws.concurrency,
         on_progress=progress.advance if progress else None, stop=stop,
+        calls_made=caller.stats_json,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(_report_every, report, caller, events, stop, 1.0, 10)

@@ -13,13 +13,15 @@ import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import anyio
 
 if TYPE_CHECKING:
     import click
     import polars as pl
 
-    from .aws import Caller
+    from .aws import Answer
     from .errors import CallError
     from .notes import Notes
 
@@ -82,12 +84,22 @@ class Failure:
 Outcome = Success | Failure
 
 
+class Calls(Protocol):
+    """How a job calls AWS: rate-limited per (operation, account, region), retried, counted,
+    and refused once the run stops (``aws.Caller``; a test may give a fake)."""
+
+    async def call(self, service: str, operation: str, *, region: str, account: str,
+                   **params: Any) -> Answer: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a job's ``process`` works with: the AWS caller and the run's notes."""
+    """What a job's ``process`` works with: its calls, the run's notes, and the run's stop (a
+    job that waits, polling a status, ends its wait when it is set)."""
 
-    aws: Caller
+    aws: Calls
     notes: Notes
+    stopping: anyio.Event = field(default_factory=anyio.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +135,13 @@ class Job(ABC):
     redrive_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any) -> None:
-        self.options = options
+        """``options`` by their names; one not given has the default its option declares
+        (``cli_options``), so that a job never repeats a default."""
+        declared = {o.name: o.default for o in type(self).cli_options() if o.name}
+        unknown = set(options) - set(declared)
+        if unknown:
+            raise TypeError(f"{type(self).name} has no option {', '.join(sorted(unknown))}")
+        self.options: dict[str, Any] = declared | options
 
     @classmethod
     def cli_options(cls) -> list[click.Option]:

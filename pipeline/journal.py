@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from .crashpoints import crashpoint
 from .errors import DamagedRun
 from .job import Failure, Outcome, Success
-from .rundir import RunDir, utc_now, write_atomic, write_json
+from .rundir import RunDir, atomic_write, utc_now, write_json
 
 KEY = ["instance_id", "item_key"]
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -326,7 +326,8 @@ class Journal:
         crashpoint("checkpoint-written")
 
     def _write_part(self, name: str, frame: pl.DataFrame) -> None:
-        write_atomic(self.rundir.parts / name, lambda tmp: frame.write_parquet(tmp))
+        with atomic_write(self.rundir.parts / name) as tmp:
+            frame.write_parquet(tmp)
 
     async def run(
         self,
@@ -397,9 +398,11 @@ class Journal:
             schema=self.schema)
         failures = failures.select(list(FAILURE_SCHEMA)) if failures.height else pl.DataFrame(
             schema=FAILURE_SCHEMA)
-        write_atomic(self.rundir.results, lambda tmp: results.write_parquet(tmp))
+        with atomic_write(self.rundir.results) as tmp:
+            results.write_parquet(tmp)
         crashpoint("finalize-results")
-        write_atomic(self.rundir.failures, lambda tmp: failures.write_parquet(tmp))
+        with atomic_write(self.rundir.failures) as tmp:
+            failures.write_parquet(tmp)
         crashpoint("finalized")
         return results
 

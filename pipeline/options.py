@@ -20,6 +20,12 @@ def fraction(_ctx: Any, param: click.Parameter, value: float | None) -> float | 
     return value
 
 
+def job_option(*decls: str, **kwargs: Any) -> click.Option:
+    """A job's option, read from ``CONNECT_BULK_<NAME>`` too, as every run option is."""
+    name = decls[0].split("/")[0].lstrip("-")
+    return click.Option(list(decls), envvar=_env(name), show_envvar=False, **kwargs)
+
+
 def _env(name: str) -> str:
     return f"CONNECT_BULK_{name.upper().replace('-', '_')}"
 

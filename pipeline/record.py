@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from .aws import AwsSettings
@@ -26,6 +27,19 @@ OVERRIDABLE = ("profile", "region", "endpoint_url", "role_arn_template", "rate",
                "adaptive", "concurrency", "max_attempts", "read_timeout_s")
 #: options of one execution, not of the run: never compared, never inherited
 PER_EXECUTION = ("out", "run_id", "deadline", "log_format", "progress", "yes")
+
+
+class Mode(StrEnum):
+    """What an execution of a run does: its pending items, or a redrive of its failures."""
+
+    RUN = "run"
+    RESUME = "resume"
+    RETRY = "retry"  # the retryable failures (and what the job's redrive options widen to)
+    RETRY_ALL = "retry-all"  # every failure
+
+    @property
+    def redrive(self) -> bool:
+        return self in (Mode.RETRY, Mode.RETRY_ALL)
 
 
 def flag(name: str) -> str:
@@ -92,7 +106,7 @@ def aws_overrides(given: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def record_execution(rundir: RunDir, run: dict[str, Any], *, mode: str, started: datetime,
+def record_execution(rundir: RunDir, run: dict[str, Any], *, mode: Mode, started: datetime,
                      options: RunOptions, aws_changes: dict[str, Any],
                      job_changes: dict[str, Any]) -> dict[str, Any]:
     """Note this execution in ``run.json``: the options it overrode become the run's."""

@@ -17,7 +17,8 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,14 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp)`` beside ``path``, fsync, then rename over it."""
+@contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """Write to the path this yields, beside ``path``; on leaving, fsync and rename it over
+    ``path``. An error leaves nothing half-written, and a disk failure quoted by a library
+    (Polars) is raised as the ``OSError`` it is."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        write(tmp)
+        yield tmp
     except Exception as exc:
         tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
         raise _as_os_error(exc, tmp) from exc
@@ -61,11 +65,8 @@ def _as_os_error(exc: Exception, path: Path) -> Exception:
 
 def write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, default=str) + "\n"
-    write_atomic(path, lambda tmp: void(tmp.write_text(text)))
-
-
-def void(_: object) -> None:
-    """Drop a return value (a ``write`` callback returns nothing)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 class RunDir:

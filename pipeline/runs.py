@@ -25,8 +25,8 @@ from .inputs import sha256_of
 from .job import Job, load_job_class
 from .journal import Journal
 from .plan import estimate, prepare
-from .record import RunOptions, check_options, differences, ensure_valid
-from .rundir import RunDir, iso, utc_now, write_atomic, write_json
+from .record import Mode, RunOptions, check_options, differences, ensure_valid
+from .rundir import RunDir, atomic_write, iso, utc_now, write_json
 
 # -- run ids and regions ------------------------------------------------------------------------
 
@@ -94,13 +94,13 @@ def start(job_name: str, input_path: Path, job_options: dict[str, Any],
     try:
         if rundir.exists():
             run = _same_run(rundir, job_name, input_path, job_options, options)
-            mode = "resume"
+            mode = Mode.RESUME
         else:
             if not created and _foreign(rundir):
                 raise UsageError(f"{rundir.path} exists and is not a run directory; use another "
                                  "--run-id or --out")
             run = _create(rundir, job, input_path, job_options, options, confirm, now)
-            mode = "run"
+            mode = Mode.RUN
     except BaseException:
         if created:
             rundir.discard()
@@ -161,8 +161,10 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
     os.umask(0o077)
     try:
         rundir.create()
-        write_atomic(rundir.items, lambda tmp: items.write_parquet(tmp))
-        write_atomic(rundir.rejects, lambda tmp: prepared.rejects.write_parquet(tmp))
+        with atomic_write(rundir.items) as tmp:
+            items.write_parquet(tmp)
+        with atomic_write(rundir.rejects) as tmp:
+            prepared.rejects.write_parquet(tmp)
         run = {
             "run_id": rundir.run_id,
             "job": type(job).name,
@@ -223,19 +225,19 @@ def resume(run_dir: Path, *, overrides: dict[str, Any] | None = None, log_format
     """Continue a run with its options; ``overrides`` (AwsSettings fields) replace the
     recorded ones and are recorded. A deadline belongs to the execution it stopped, not to the
     run: a resumed run has none unless given one again."""
-    return _continue(run_dir, "resume", overrides or {}, {}, log_format=log_format,
+    return _continue(run_dir, Mode.RESUME, overrides or {}, {}, log_format=log_format,
                      progress=progress, deadline=deadline)
 
 
 def retry(run_dir: Path, *, everything: bool, overrides: dict[str, Any] | None = None,
           job_overrides: dict[str, Any] | None = None, log_format: str = "text",
           progress: bool = False, deadline: str | None = None) -> int:
-    return _continue(run_dir, "retry-all" if everything else "retry", overrides or {},
+    return _continue(run_dir, Mode.RETRY_ALL if everything else Mode.RETRY, overrides or {},
                      job_overrides or {}, log_format=log_format, progress=progress,
                      deadline=deadline)
 
 
-def _continue(run_dir: Path, mode: str, aws_changes: dict[str, Any],
+def _continue(run_dir: Path, mode: Mode, aws_changes: dict[str, Any],
               job_changes: dict[str, Any], **per_execution: Any) -> int:
     rundir, run = _open(run_dir)
     try:

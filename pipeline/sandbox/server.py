@@ -43,7 +43,6 @@ from .seed import SeedRequest, seed_world
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # Signing name (from the SigV4 credential scope) -> botocore service models to route by.
 ROUTED_SERVICES = {

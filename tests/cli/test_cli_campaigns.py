@@ -161,7 +161,7 @@ def test_a_kill_during_wait_then_resume_finishes_the_waiting(
         env=cli_env(),
     )
     sandbox.wait_for_calls(START, 3)
-    time.sleep(0.3)  # the starts are noted as soon as they are answered
+    _wait_for_notes(out / "c1" / "parts" / "notes.jsonl", "started", 3)
     process.kill()
     process.wait(timeout=30)
     assert not (out / "c1" / "results.parquet").exists()
@@ -172,6 +172,18 @@ def test_a_kill_during_wait_then_resume_finishes_the_waiting(
     assert set(results["status"]) == {"SUCCEEDED"}
     assert set(results["outcome"]) == {"started"}  # this run's jobs, not someone else's
     assert sandbox.stats()["calls"][START] == 3  # waited for, not started again
+
+
+def _wait_for_notes(path: Path, kind: str, n: int, timeout_s: float = 30) -> None:
+    """Block until the run has noted ``n`` notes of ``kind`` (its starts, made durable)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = path.read_text() if path.exists() else ""
+        if sum(json.loads(line)["kind"] == kind for line in text.splitlines()
+               if line.endswith("}")) >= n:
+            return
+        assert time.monotonic() < deadline, f"fewer than {n} {kind} notes"
+        time.sleep(0.02)
 
 
 def test_no_wait_reports_in_progress_and_v2_works_the_same(

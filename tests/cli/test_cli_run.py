@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 from connect_bulk.pipeline.sandbox.demo import SAMPLE_WORLD
 
-from tests.cli.world import World, build_world, read, split_calls, write_csv
+from tests.cli.world import World, build_world, read, write_csv
 from tests.conftest import Sandbox, run_cli
+from tests.helpers import split_calls
 
 OP = "BatchGetFlowAssociation"
 

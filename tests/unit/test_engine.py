@@ -26,7 +26,7 @@ from connect_bulk.pipeline.journal import Journal
 from connect_bulk.pipeline.notes import Notes
 from connect_bulk.pipeline.rundir import RunDir
 
-from tests.cli.world import split_calls
+from tests.helpers import split_calls
 
 
 class SpyJob(Job):
@@ -63,8 +63,9 @@ class SpyJob(Job):
 
 
 class FakeCaller:
-    def stats_json(self) -> dict[str, dict[str, int]]:
-        return {}
+    async def call(self, service: str, operation: str, *, region: str, account: str,
+                   **params: Any) -> Any:  # pragma: no cover - the spy job calls nothing
+        raise AssertionError("not called")
 
 
 def _batches(sizes: list[int]) -> list[Batch]:
@@ -84,7 +85,7 @@ def _run(tmp_path: Path, job: SpyJob, batches: list[Batch], **limits: Any) -> tu
     journal = Journal(rundir, job.result_schema, flush_rows=10_000)
     events = EventLog(run_id="t", log_format="json", path=tmp_path / "events.jsonl")
     concurrency = limits.pop("concurrency", 4)
-    context = Context(aws=FakeCaller(), notes=Notes(None))  # type: ignore[arg-type]
+    context = Context(aws=FakeCaller(), notes=Notes(None))
     engine = Engine(job=job, context=context, journal=journal, events=events,
                     limits=Limits(**limits), concurrency=concurrency)
     try:

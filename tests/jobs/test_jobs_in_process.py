@@ -1,0 +1,116 @@
+"""Each job's ``process`` in this process, with a real aiobotocore client (``aws.Caller``)
+against the sandbox: what a batch becomes, without a subprocess or a run directory."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+from connect_bulk.jobs.campaign_onboarding import CampaignOnboarding
+from connect_bulk.jobs.flow_associations import FlowAssociations
+from connect_bulk.pipeline.aws import AwsSettings, Caller
+from connect_bulk.pipeline.errors import Abandoned, ClientFault
+from connect_bulk.pipeline.job import Batch, Context, Failure, Item, Outcome, Success
+from connect_bulk.pipeline.notes import Notes
+
+from tests.cli.world import build_world
+from tests.conftest import Sandbox
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+def _batch(instance: str, *items: tuple[str, dict[str, Any]]) -> Batch:
+    return Batch(f"{instance}#00000", instance, REGION, ACCOUNT, tuple(
+        Item(key, instance, REGION, ACCOUNT, row, data)
+        for row, (key, data) in enumerate(items, 1)))
+
+
+def _in_process(sandbox: Sandbox, body: Callable[[Context], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        settings = AwsSettings(endpoint_url=sandbox.url, region=REGION, rate=100, burst=100)
+        async with Caller(settings) as caller:
+            return await body(Context(aws=caller, notes=Notes(None)))
+
+    return anyio.run(main)
+
+
+def test_flow_associations_answers_ids_and_e164_and_fails_what_is_not_claimed(
+    sandbox: Sandbox,
+) -> None:
+    world = build_world(sandbox, instances=1, numbers_per_instance=3, associate_every=2)
+    instance = world.instances[0]["Id"]
+    unassociated, associated, by_e164 = world.numbers
+    batch = _batch(instance, (unassociated.id, {}), (associated.id, {}),
+                   (by_e164.e164, {"phone_number": by_e164.e164}), ("+15550009999", {}))
+    job = FlowAssociations()
+    outcomes: list[Outcome] = _in_process(sandbox, lambda ctx: job.process(batch, ctx))
+    by_key = {o.item.item_key: o for o in outcomes}
+    assert isinstance(by_key[associated.id], Success)
+    assert by_key[associated.id].row["flow_id"] == associated.flow_arn
+    assert by_key[associated.id].row["phone_number_arn"] == associated.arn
+    assert by_key[unassociated.id].row["associated"] is False  # type: ignore[union-attr]
+    assert by_key[by_e164.e164].row["phone_number_id"] == by_e164.id  # type: ignore[union-attr]
+    missing = by_key["+15550009999"]
+    assert isinstance(missing, Failure) and missing.error.code == "PhoneNumberNotFound"
+    # One listing for the E.164 numbers, one BatchGetFlowAssociation (with ARNs: the sandbox
+    # refuses bare IDs, as the AWS model does).
+    calls = sandbox.stats()["calls"]
+    assert (calls["ListPhoneNumbersV2"], calls["BatchGetFlowAssociation"]) == (1, 1)
+
+
+def test_flow_associations_lets_a_refused_batch_be_split_by_the_engine(
+    sandbox: Sandbox,
+) -> None:
+    world = build_world(sandbox, instances=2, numbers_per_instance=1)
+    first, second = world.instances
+    foreign = world.of(second)[0]
+    batch = _batch(first["Id"], (world.of(first)[0].id, {}), (foreign.id, {}))
+    with pytest.raises(ClientFault) as refused:
+        _in_process(sandbox, lambda ctx: FlowAssociations().process(batch, ctx))
+    assert refused.value.code in FlowAssociations.split_codes
+
+
+def test_campaign_onboarding_starts_waits_and_then_finds_it_onboarded(
+    sandbox: Sandbox,
+) -> None:
+    instance = sandbox.client("connect").create_instance(
+        IdentityManagementType="CONNECT_MANAGED", InstanceAlias="p", InboundCallsEnabled=True,
+        OutboundCallsEnabled=True)["Id"]
+    key = sandbox.client("kms").create_key()["KeyMetadata"]["Arn"]
+    batch = _batch(instance, (instance, {"kms_key_arn": key}))
+    job = CampaignOnboarding(kms_key_arn=key, wait_timeout="30s")
+    (first,) = _in_process(sandbox, lambda ctx: job.process(batch, ctx))
+    assert isinstance(first, Success)
+    assert (first.row["status"], first.row["outcome"], first.row["warning"]) == (
+        "SUCCEEDED", "started", None)
+    (again,) = _in_process(sandbox, lambda ctx: job.process(batch, ctx))
+    assert again.row["outcome"] == "already_onboarded"  # type: ignore[union-attr]
+    assert sandbox.stats()["calls"]["StartInstanceOnboardingJob"] == 1
+
+
+def test_campaign_onboarding_stops_waiting_when_the_run_stops(sandbox: Sandbox) -> None:
+    instance = sandbox.client("connect").create_instance(
+        IdentityManagementType="CONNECT_MANAGED", InstanceAlias="w", InboundCallsEnabled=True,
+        OutboundCallsEnabled=True)["Id"]
+    sandbox.control("faults", {"onboarding_seconds": 60})
+    batch = _batch(instance, (instance, {"kms_key_arn": None}))
+    job = CampaignOnboarding(no_encryption=True, wait_timeout="5m")
+
+    async def stop_soon(ctx: Context) -> str:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_set_after, ctx.stopping, 0.5)
+            try:
+                await job.process(batch, ctx)
+            except Abandoned:
+                return "abandoned"
+        return "waited"
+
+    assert _in_process(sandbox, stop_soon) == "abandoned"  # not after 60 s of polling
+    assert sandbox.stats()["calls"]["StartInstanceOnboardingJob"] == 1
+
+
+async def _set_after(event: anyio.Event, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    event.set()
