@@ -12,64 +12,35 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import anyio
 import click
 import polars as pl
 from connect_bulk.pipeline.edge import edge
-from connect_bulk.pipeline.errors import ClientFault, UsageError
-from connect_bulk.pipeline.job import (
-    Batch,
-    Column,
-    Context,
-    Failure,
-    Job,
-    Normalized,
-    Outcome,
-    Success,
-)
+from connect_bulk.pipeline.errors import UsageError
+from connect_bulk.pipeline.job import Batch, Context, Job, Normalized, Outcome, Success
 from connect_bulk.pipeline.options import job_option
 from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
-from ._instances import (
-    INSTANCE_COLUMN,
-    PARTITION,
-    UUID,
-    first_reason,
-    instance_reasons,
-    normalize_instances,
-    partition_of,
+from ._flows import FlowDirectory
+from ._instances import INSTANCE_COLUMN, first_reason
+from ._numbers import (
+    NUMBER_COLUMN,
+    NumberDirectory,
+    normalize_numbers,
+    number_arn,
+    number_item_columns,
+    number_reasons,
 )
 
-NUMBER_ARN = (
-    rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):"
-    rf"(?:instance/({UUID})/)?phone-number/({UUID})$"
-)
-E164_LIKE = r"^\+?[0-9 ().\-]{4,}$"
-E164 = r"^\+[1-9][0-9]{1,14}$"
-NOT_FOUND = "PhoneNumberNotFound"
 RESOURCE_TYPES = ("VOICE_PHONE_NUMBER", "WHATSAPP_MESSAGING_PHONE_NUMBER")
-
-
-@dataclass(frozen=True, slots=True)
-class Directory:
-    """An instance's claimed numbers: E.164 -> [ID, ARN], and ID -> E.164."""
-
-    by_e164: dict[str, list[str]]
-    by_id: dict[str, str]
 
 
 class FlowAssociations(Job):
     name = "flow-associations"
     summary = "BatchGetFlowAssociation: which flow each phone number is associated with"
-    columns = (
-        INSTANCE_COLUMN,
-        Column("phone_number", ("phone_number_id", "phone_number_arn", "resource_id"),
-               help="phone number ID (UUID), phone number ARN, or E.164 number"),
-    )
+    columns = (INSTANCE_COLUMN, NUMBER_COLUMN)
     operation = "BatchGetFlowAssociation"
     batch_size = 100
     split_codes = frozenset(
@@ -82,6 +53,7 @@ class FlowAssociations(Job):
         "phone_number": pl.String,
         "resource_type": pl.String,
         "flow_id": pl.String,
+        "flow_name": pl.String,
         "associated": pl.Boolean,
         "region": pl.String,
         "account_id": pl.String,
@@ -98,130 +70,36 @@ class FlowAssociations(Job):
                 "--resource-type", type=click.Choice(RESOURCE_TYPES),
                 default="VOICE_PHONE_NUMBER", show_default=True,
                 help="The ResourceType asked of BatchGetFlowAssociation.",
-            )
+            ),
+            job_option("--flow-names/--no-flow-names", default=True, show_default=True,
+                       help="Name each number's flow (ListContactFlows, once per instance)."),
         ]
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.resource_type = str(self.options["resource_type"])
-        self._locks: dict[str, anyio.Lock] = {}
-        self._directories: dict[str, Directory] = {}
+        self.flow_names = bool(self.options["flow_names"])
+        self._numbers = NumberDirectory()
+        self._flows = FlowDirectory()
+
+    def calls_per_instance(self) -> dict[str, float]:
+        return {"ListContactFlows": 1.0} if self.flow_names else {}
 
     def normalize(self, frame: pl.DataFrame) -> Normalized:
-        number = pl.col("phone_number")
-        frame = normalize_instances(frame).with_columns(
-            pl.when(number.str.contains(f"^{UUID}$"))
-            .then(number.str.to_lowercase())
-            .otherwise(number.str.extract(NUMBER_ARN, 4).str.to_lowercase())
-            .alias("_number"),
-            number.str.extract(NUMBER_ARN, 1).alias("_num_region"),
-            number.str.extract(NUMBER_ARN, 2).alias("_num_account"),
-            number.str.extract(NUMBER_ARN, 3).str.to_lowercase().alias("_num_instance"),
-            # +1 (555) 010-0000 and the like, as E.164: resolved per instance at run time.
-            number.str.replace_all(r"[ ().\-]", "").alias("_e164"),
-        )
-        inst, num = pl.col("_instance"), pl.col("_number")
-        quoted_number = pl.lit("'") + number + pl.lit("'")
-        both_scoped = pl.col("_inst_region").is_not_null() & pl.col("_num_region").is_not_null()
-        frame = frame.with_columns(first_reason(
-            *instance_reasons(),
-            (number.is_null(), pl.lit("phone_number is empty")),
-            (num.is_null() & number.str.contains(E164_LIKE)
-             & ~pl.col("_e164").str.contains(E164),
-             pl.lit("phone_number ") + quoted_number
-             + pl.lit(" is not a valid E.164 number (+ country code and number, at most 15 "
-                      "digits)")),
-            (num.is_null() & ~pl.col("_e164").str.contains(E164), pl.lit("phone_number ")
-             + quoted_number
-             + pl.lit(" is not a phone number ID (UUID) or phone number ARN")),
-            (both_scoped & ((pl.col("_inst_region") != pl.col("_num_region"))
-                            | (pl.col("_inst_account") != pl.col("_num_account"))),
-             pl.lit("phone number ARN is in ") + pl.col("_num_region") + pl.lit("/")
-             + pl.col("_num_account") + pl.lit(" but the instance is in ")
-             + pl.col("_inst_region") + pl.lit("/") + pl.col("_inst_account")),
-            (pl.col("_num_instance").is_not_null() & (pl.col("_num_instance") != inst),
-             pl.lit("phone number ARN names instance ") + pl.col("_num_instance")
-             + pl.lit(", not ") + inst),
-        ))
+        frame = normalize_numbers(frame)
+        frame = frame.with_columns(first_reason(*number_reasons()))
         rejects = frame.filter(pl.col("reason").is_not_null()).select("input_row", "reason")
-        e164 = pl.when(num.is_null()).then(pl.col("_e164"))
-        items = frame.filter(pl.col("reason").is_null()).select(
-            # A number given as E.164 is keyed by it until the instance's listing names its ID.
-            pl.coalesce(num, pl.col("_e164")).alias("item_key"),
-            pl.col("_instance").alias("instance_id"),
-            pl.coalesce("_inst_region", "_num_region").alias("region"),
-            pl.coalesce("_inst_account", "_num_account").alias("account_id"),
-            "input_row",
-            pl.col("_number").alias("phone_number_id"),
-            e164.alias("phone_number"),
-        )
+        items = frame.filter(pl.col("reason").is_null()).select(*number_item_columns())
         return Normalized(items=items, rejects=rejects)
 
-    async def _directory(self, ctx: Context, batch: Batch) -> Directory:
-        """Every number claimed in the batch's instance, both ways: listed with
-        ListPhoneNumbersV2 once per instance and run (a lock per instance, so concurrent batches
-        wait for one listing), noted page by page in the run directory so that a resumed run
-        does not list again."""
-        key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
-        if key in self._directories:
-            return self._directories[key]
-        lock = self._locks.setdefault(key, anyio.Lock())
-        async with lock:
-            if key not in self._directories:
-                listing = await self._list(ctx, batch, key)
-                self._directories[key] = Directory(
-                    by_e164=listing, by_id={entry[0]: e164 for e164, entry in listing.items()})
-        return self._directories[key]
-
-    async def _list(self, ctx: Context, batch: Batch, key: str) -> dict[str, list[str]]:
-        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page. Each page is noted
-        as it comes, with the token of the next, so a killed listing goes on where it was."""
-        directory: dict[str, list[str]] = {}
-        token = None
-        page_number = 0
-        while True:
-            page_number += 1
-            noted = ctx.notes.get("numbers-page", f"{key}#{page_number}")
-            if noted is None:
-                params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
-                if token:
-                    params["NextToken"] = token
-                page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
-                                          account=batch.account_id, **params)
-                noted = {
-                    "numbers": {
-                        number["PhoneNumber"]: [number["PhoneNumberId"].lower(),
-                                                number["PhoneNumberArn"]]
-                        for number in page.data.get("ListPhoneNumbersSummaryList", [])
-                    },
-                    "next": page.data.get("NextToken"),
-                }
-                ctx.notes.put("numbers-page", f"{key}#{page_number}", noted)
-            directory.update(noted["numbers"])
-            token = noted["next"]
-            if not token:
-                return directory
-
     async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        ids: dict[str, str] = {}  # item_key -> phone number ID
-        numbers: dict[str, str] = {}  # phone number ID -> E.164, where known
-        if any(item.item_key.startswith("+") for item in batch.items):
-            directory = await self._directory(ctx, batch)
-            numbers = directory.by_id
-            for item in batch.items:
-                if not item.item_key.startswith("+"):
-                    ids[item.item_key] = item.item_key
-                elif item.item_key in directory.by_e164:
-                    ids[item.item_key] = directory.by_e164[item.item_key][0]
-                else:
-                    outcomes.append(Failure(item, ClientFault(
-                        NOT_FOUND, f"{item.item_key} is not claimed in instance "
-                        f"{batch.instance_id} ({batch.region})")))
-        else:
-            ids = {item.item_key: item.item_key for item in batch.items}
+        resolved = await self._numbers.resolve(ctx, batch)
+        outcomes: list[Outcome] = list(resolved.failures)
+        ids = resolved.ids
         if not ids:
             return outcomes
+        # Flows are listed first: a stop during the listing then loses no answered call.
+        flows = await self._flows.of(ctx, batch) if self.flow_names else None
         # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
         # built from the instance's partition, region and account where the input gave an ID.
         arns = {number_id: number_arn(batch, number_id) for number_id in ids.values()}
@@ -240,14 +118,15 @@ class FlowAssociations(Job):
                 continue
             number_id = ids[item.item_key]
             summary = by_id.get(number_id)
-            arn = summary["ResourceId"] if summary else arns[number_id]
+            flow_id = summary.get("FlowId") if summary else None
             outcomes.append(Success(item, {
                 "instance_id": batch.instance_id,
                 "phone_number_id": number_id,
-                "phone_number_arn": arn,
-                "phone_number": item.data.get("phone_number") or numbers.get(number_id),
+                "phone_number_arn": summary["ResourceId"] if summary else arns[number_id],
+                "phone_number": item.data.get("phone_number") or resolved.e164.get(number_id),
                 "resource_type": self.resource_type,
-                "flow_id": summary.get("FlowId") if summary else None,
+                "flow_id": flow_id,
+                "flow_name": flows.name_of(flow_id) if flows else None,
                 "associated": summary is not None,
                 "region": batch.region,
                 "account_id": batch.account_id,
@@ -256,11 +135,6 @@ class FlowAssociations(Job):
 
 
 JOB = FlowAssociations
-
-
-def number_arn(batch: Batch, number_id: str) -> str:
-    return (f"arn:{partition_of(batch.region)}:connect:{batch.region}:{batch.account_id}:"
-            f"phone-number/{number_id}")
 
 
 FINISHED = ("succeeded", "completed_with_failures")

@@ -109,7 +109,7 @@ class Engine:
         # A batch that only waits (polls a status) holds no call slot, so a job may take more
         # batches than calls in flight; a mutating job never does: every batch it holds may
         # change something.
-        in_flight = concurrency if job.mutating else (job.max_in_flight or concurrency)
+        in_flight = concurrency if job.changes_state else (job.max_in_flight or concurrency)
         self._batch_slots = anyio.Semaphore(in_flight)
         self._on_progress = on_progress or (lambda _n: None)
         self._armed = False

@@ -100,7 +100,9 @@ def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunO
     events.on_error = storage_failed
     calls = anyio.run(_run_async, job, options, journal, events, pending, deadline, report, stop)
     try:
-        report.warned = job.warnings(journal.finalize())
+        results = journal.finalize()
+        report.warned = job.warnings(results)
+        job.finish(rundir.path, results)
         state = _final_state(stop, report.counts())
         summary = report.write(state, calls, finished=True, note=stop.message)
     except OSError as exc:

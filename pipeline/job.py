@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import anyio
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
     import polars as pl
 
@@ -172,9 +174,27 @@ class Job(ABC):
             return 0
         return int(results["warning"].is_not_null().sum())
 
+    @property
+    def changes_state(self) -> bool:
+        """Whether this run changes AWS state (asks first on a TTY, holds no more batches than
+        calls in flight); a job's dry run does not."""
+        return type(self).mutating
+
     def calls_per_batch(self) -> Mapping[str, float]:
         """Expected calls of each operation per batch, for ``plan``."""
         return {self.operation: 1.0}
+
+    def calls_per_item(self) -> Mapping[str, float]:
+        """Calls of each operation per item (at most), for ``plan``."""
+        return {}
+
+    def calls_per_instance(self) -> Mapping[str, float]:
+        """Calls of each operation per instance (a listing), for ``plan``."""
+        return {}
+
+    def finish(self, run_dir: Path, results: pl.DataFrame) -> None:
+        """At the end of every execution, after the final files: a job's own files."""
+        return  # most jobs have none
 
     @abstractmethod
     async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:

@@ -29,11 +29,16 @@ class Notes:
         return self._values.get((kind, key))
 
     def put(self, kind: str, key: str, value: Any) -> None:
-        self._values[(kind, key)] = value
-        if self.path is None:
+        self.put_many(kind, {key: value})
+
+    def put_many(self, kind: str, values: dict[str, Any]) -> None:
+        """Several notes of one kind, made durable together (one fsync)."""
+        self._values.update({(kind, key): value for key, value in values.items()})
+        if self.path is None or not values:
             return
-        line = json.dumps({"kind": kind, "key": key, "value": value}) + "\n"
+        lines = [json.dumps({"kind": kind, "key": key, "value": value}) + "\n"
+                 for key, value in values.items()]
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
+            handle.writelines(lines)
             handle.flush()
             os.fsync(handle.fileno())

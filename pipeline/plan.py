@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,8 @@ def calls_by_scope(items: pl.DataFrame) -> pl.DataFrame:
     """Batches per (account, region): what each rate limiter will see."""
     return (
         items.group_by("account_id", "region")
-        .agg(pl.col("batch_id").n_unique().alias("batches"), pl.len().alias("items"))
+        .agg(pl.col("batch_id").n_unique().alias("batches"), pl.len().alias("items"),
+             pl.col("instance_id").n_unique().alias("instances"))
         .sort("account_id", "region", nulls_last=True)
     )
 
@@ -109,16 +110,23 @@ def calls_by_scope(items: pl.DataFrame) -> pl.DataFrame:
 def estimate(job: Job, items: pl.DataFrame, *, rate: float, burst: float) -> dict[str, Any]:
     """Calls per operation, and the time the rate limits alone need.
 
-    Limiters are per (operation, account, region) and run side by side, so the estimate is the
-    slowest of them: ``(calls - burst) / rate``.
+    Calls are counted per batch, per item (an upper bound: a change not needed is not made)
+    and per instance (a listing). Limiters are per (operation, account, region) and run side by
+    side, so the estimate is the slowest of them: ``(calls - burst) / rate``.
     """
     scopes = calls_by_scope(items)
-    per_call: Mapping[str, float] = job.calls_per_batch()
-    calls = dict.fromkeys(per_call, 0)
+    factors = [(job.calls_per_batch(), "batches"), (job.calls_per_item(), "items"),
+               (job.calls_per_instance(), "instances")]
+    calls: dict[str, int] = {}
+    for per, _ in factors:
+        calls |= dict.fromkeys(per, 0)
     slowest = 0.0
     for scope in scopes.iter_rows(named=True):
-        for op, factor in per_call.items():
-            n = math.ceil(scope["batches"] * factor)
+        in_scope: dict[str, int] = {}
+        for per, unit in factors:
+            for op, factor in per.items():
+                in_scope[op] = in_scope.get(op, 0) + math.ceil(scope[unit] * factor)
+        for op, n in in_scope.items():
             calls[op] += n
             slowest = max(slowest, max(0.0, n - burst) / rate)
     return {

@@ -152,7 +152,7 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
     if items.filter(pl.col("region").is_null()).height and not region:
         raise UsageError("no AWS region for the bare instance IDs: give --region or set "
                          "AWS_REGION (instance ARNs carry their own)")
-    if type(job).mutating and not options.yes and items.height:
+    if job.changes_state and not options.yes and items.height:
         if confirm is None:
             raise UsageError(f"{type(job).name} changes AWS state: run it from a terminal to "
                              "confirm, or pass --yes")
@@ -197,10 +197,10 @@ def _what_it_will_do(job: Job, items: pl.DataFrame, region: str | None,
         items.group_by("account_id", "region").len().sort("account_id", "region",
                                                           nulls_last=True)
     )
-    lines = [f"{type(job).name} will change {items.height} instances:"]
+    lines = [f"{type(job).name} will change AWS state for {items.height} items:"]
     lines += [
         f"  account {s['account_id'] or 'of the credentials'}, region {s['region'] or region}: "
-        f"{s['len']} instances"
+        f"{s['len']} items"
         for s in scopes.iter_rows(named=True)
     ]
     lines += job.describe(items)

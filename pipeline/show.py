@@ -38,7 +38,7 @@ def show_run(run_dir: Path, what: str | None, *, fmt: str, limit: int | None,
     what = what or _default(rundir)
     path = _path(rundir, what)
     if not path.is_file():
-        hint = ("only associate-flows runs have one" if what == "rollback"
+        hint = ("this run's job writes none" if what == "rollback"
                 else "the run has not finished an execution yet")
         raise UsageError(f"{path}: no {what} in this run ({hint})")
     try:

@@ -123,6 +123,11 @@ class ContactFlow:
     content: str
     status: str = "PUBLISHED"
 
+    def summary(self) -> dict[str, Any]:
+        return {"Id": self.id, "Arn": self.arn, "Name": self.name,
+                "ContactFlowType": self.type, "ContactFlowState": "ACTIVE",
+                "ContactFlowStatus": self.status}
+
 
 PAGINATION_MODEL = {
     "list_phone_numbers": {
@@ -132,6 +137,12 @@ PAGINATION_MODEL = {
         "unique_attribute": "id",
     },
     "list_flow_associations": {
+        "input_token": "next_token",
+        "limit_key": "max_results",
+        "limit_default": 100,
+        "unique_attribute": "id",
+    },
+    "list_contact_flows": {
         "input_token": "next_token",
         "limit_key": "max_results",
         "limit_default": 100,
@@ -279,7 +290,8 @@ class ConnectSandboxBackend(BaseBackend):
     ) -> ContactFlow:
         instance = self.instance(instance_id)
         flows = self.flows.setdefault(instance.id, {})
-        if any(flow.name == name for flow in flows.values()):
+        # Names are unique per flow type in an instance; two types may share one.
+        if any(flow.name == name and flow.type == flow_type for flow in flows.values()):
             raise DuplicateResourceException(f"A flow named {name!r} already exists")
         try:
             json.loads(content)
@@ -296,6 +308,19 @@ class ConnectSandboxBackend(BaseBackend):
         )
         flows[flow.id] = flow
         return flow
+
+    @paginate(pagination_model=PAGINATION_MODEL)  # type: ignore[untyped-decorator]
+    def list_contact_flows(
+        self,
+        *,
+        instance_id: str,
+        types: list[str] | None = None,
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> list[ContactFlow]:
+        instance = self.instance(instance_id)
+        flows = list(self.flows.get(instance.id, {}).values())
+        return [f for f in flows if not types or f.type in types]
 
     def associate_phone_number_contact_flow(
         self, *, number_id: str, instance_id: str, flow_id: str

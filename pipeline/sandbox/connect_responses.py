@@ -89,6 +89,19 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
             "FlowContentSha256": flow_content_sha256(flow.content),
         })
 
+    def list_contact_flows(self) -> str:
+        params = self.validated()
+        flows, token = self.backend.list_contact_flows(
+            instance_id=params["InstanceId"],
+            types=params.get("ContactFlowTypes"),
+            max_results=params.get("MaxResults"),
+            next_token=params.get("NextToken"),
+        )
+        result: dict[str, Any] = {"ContactFlowSummaryList": [f.summary() for f in flows]}
+        if token:
+            result["NextToken"] = token
+        return json.dumps(result)
+
     def associate_phone_number_contact_flow(self) -> str:
         params = self.validated()
         self.backend.associate_phone_number_contact_flow(
@@ -137,6 +150,7 @@ URL_PATHS = {
     "{0}/phone-number/(?P<PhoneNumberId>[^/]+)$": ConnectSandboxResponse.dispatch,
     "{0}/phone-number/(?P<PhoneNumberId>[^/]+)/contact-flow$": ConnectSandboxResponse.dispatch,
     "{0}/contact-flows/(?P<InstanceId>.+)$": ConnectSandboxResponse.dispatch,
+    "{0}/contact-flows-summary/(?P<InstanceId>[^/]+)$": ConnectSandboxResponse.dispatch,
     "{0}/flow-associations-batch/(?P<InstanceId>.+)$": ConnectSandboxResponse.dispatch,
     "{0}/flow-associations-summary/(?P<InstanceId>.+)$": ConnectSandboxResponse.dispatch,
 }

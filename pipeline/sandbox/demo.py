@@ -73,8 +73,8 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
 
 def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any) -> int:
     from ..aws import AwsSettings
+    from ..record import RunOptions
     from ..rundir import utc_now
-    from ..runs import RunOptions, start
 
     instances = 3
     os.environ.update(CREDENTIALS)  # the sandbox takes any credentials; never send real ones
@@ -87,55 +87,106 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
         ))
         echo(f"seeded {len(world['instances'])} instances with {world['numbers']} claimed "
              f"numbers, {world['associated']} of them associated with a flow")
-        connect = boto3.client(
-            "connect", endpoint_url=sandbox.url, region_name=DEMO_REGION,
-            aws_access_key_id="sandbox", aws_secret_access_key="sandbox",
-        )
-        input_path = write_csv(
-            Path("data/demo/flow-associations.csv"),
-            flow_association_rows(connect, world["instances"], seed=2026, messy=True),
-        )
-        echo(f"wrote {input_path} (IDs, ARNs and an E.164 number mixed, some duplicates, a few "
-             "bad rows, a few numbers listed under the wrong instance)")
         stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
         options = RunOptions(
-            out=out,
-            run_id=f"demo-flow-associations-{stamp}",
+            out=out, run_id=f"demo-flow-associations-{stamp}",
             aws=AwsSettings(endpoint_url=sandbox.url, region=DEMO_REGION, rate=10.0,
                             burst=5.0, concurrency=8),
-            log_format=log_format,
-            progress=progress,
-            yes=True,
+            log_format=log_format, progress=progress, yes=True,
         )
-        echo(f"running flow-associations at --rate {options.aws.rate} against the sandbox")
-        codes = [start("flow-associations", input_path, {}, options)]
-        run_dirs = [Path(out) / str(options.run_id)]
-
-        kms = boto3.client("kms", endpoint_url=sandbox.url, region_name=DEMO_REGION,
-                           aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
-        key_arn = kms.create_key(Description="connect-bulk demo")["KeyMetadata"]["Arn"]
-        onboarding_input = write_onboarding_csv(
-            Path("data/demo/campaign-onboarding.csv"), world["instances"], key_arn)
-        echo("")
-        echo(f"wrote {onboarding_input} (one instance with its own key, one with the default "
-             "key, one with a key KMS does not have, one bad row)")
-        onboarding = replace(options, run_id=f"demo-campaign-onboarding-{stamp}")
-        echo("running campaign-onboarding --wait against the sandbox")
-        codes.append(start("campaign-onboarding", onboarding_input,
-                           {"kms_key_arn": key_arn, "wait": True}, onboarding))
-        run_dirs.append(Path(out) / str(onboarding.run_id))
-        echo("")
-        for run_dir in run_dirs:
-            echo(f"outputs in {run_dir}/: results.parquet, failures.parquet, rejects.parquet, "
-                 "summary.json, events.jsonl")
-            echo(f"  connect-bulk status {run_dir}")
-            echo(f"  connect-bulk show {run_dir} failures")
-        echo("")
-        echo("open the run reports (they read the newest run under data/runs):")
-        echo("  .venv/bin/pip install -e '.[notebooks]' && .venv/bin/jupyter lab notebooks/")
-        echo(f"  or one run: CONNECT_BULK_RUN_DIR={run_dirs[0]} .venv/bin/jupyter lab "
-             "notebooks/flow-associations-report.ipynb")
+        demo = _Demo(sandbox.url, world["instances"], options, stamp, echo)
+        codes = [demo.flow_associations(), demo.campaign_onboarding(), *demo.migration()]
+        demo.say_where()
     return max(codes)
+
+
+class _Demo:
+    """The demo's steps, each a run of a job against the sandbox, as a user would make it."""
+
+    def __init__(self, url: str, instances: list[dict[str, Any]], options: Any, stamp: str,
+                 echo: Any) -> None:
+        self.instances, self.options, self.stamp, self.echo = instances, options, stamp, echo
+        self.clients = {service: boto3.client(
+            service, endpoint_url=url, region_name=DEMO_REGION,
+            aws_access_key_id="sandbox", aws_secret_access_key="sandbox",
+        ) for service in ("connect", "kms")}
+        self.run_dirs: list[Path] = []
+
+    def _start(self, job: str, path: Path, job_options: dict[str, Any], suffix: str = "") -> int:
+        from ..runs import start
+
+        options = replace(self.options, run_id=f"demo-{job}-{self.stamp}{suffix}")
+        self.run_dirs.append(Path(options.out) / str(options.run_id))
+        return start(job, path, job_options, options)
+
+    def flow_associations(self) -> int:
+        path = write_csv(Path("data/demo/flow-associations.csv"), flow_association_rows(
+            self.clients["connect"], self.instances, seed=2026, messy=True))
+        self.echo(f"wrote {path} (IDs, ARNs and an E.164 number mixed, some duplicates, a few "
+                  "bad rows, a few numbers listed under the wrong instance)")
+        self.echo(f"running flow-associations at --rate {self.options.aws.rate} against the "
+                  "sandbox")
+        return self._start("flow-associations", path, {})
+
+    def campaign_onboarding(self) -> int:
+        key_arn = self.clients["kms"].create_key(
+            Description="connect-bulk demo")["KeyMetadata"]["Arn"]
+        path = write_onboarding_csv(Path("data/demo/campaign-onboarding.csv"), self.instances,
+                                    key_arn)
+        self.echo("")
+        self.echo(f"wrote {path} (one instance with its own key, one with the default key, one "
+                  "with a key KMS does not have, one bad row)")
+        self.echo("running campaign-onboarding --wait against the sandbox")
+        return self._start("campaign-onboarding", path, {"kms_key_arn": key_arn, "wait": True})
+
+    def migration(self) -> list[int]:
+        """Twenty numbers of the first instance re-pointed at "Support", by E.164 and flow name;
+        a dry run first, then the run, then its rollback."""
+        import polars as pl
+
+        from ...jobs.associate_flows import rollback_run
+
+        instance = self.instances[0]
+        numbers = _numbers(self.clients["connect"], instance["id"])[:20]
+        path = Path("data/demo/associate-flows.csv")
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["Instance", "Phone Number", "Flow Name"])
+            writer.writerows([instance["arn"], n["PhoneNumber"], "Support"] for n in numbers)
+        self.echo("")
+        self.echo(f"wrote {path} (a migration: {len(numbers)} numbers to the flow \"Support\", by "
+                  "E.164 and flow name)")
+        self.echo("running associate-flows --dry-run, then associate-flows, then its rollback")
+        codes = [self._start("associate-flows", path, {"dry_run": True}, "-dry-run"),
+                 self._start("associate-flows", path, {})]
+        migrated = self.run_dirs[-1]
+        results = pl.read_parquet(migrated / "results.parquet")
+        moves = results.group_by("flow_name_before", "flow_name", "outcome").len().sort("len")
+        self.echo("what changed (flow before -> after):")
+        for row in moves.iter_rows(named=True):
+            self.echo(f"  {row['flow_name_before'] or 'no flow'} -> {row['flow_name']}: "
+                      f"{row['len']} numbers {row['outcome']}")
+        codes.append(rollback_run(migrated, yes=True, dry_run=False, confirm=None,
+                                  log_format=self.options.log_format,
+                                  progress=self.options.progress))
+        self.run_dirs.append(migrated.with_name(migrated.name + "-rollback"))
+        restored = pl.read_parquet(self.run_dirs[-1] / "results.parquet")
+        self.echo(f"rolled back: {restored.height} numbers on the flow they had before "
+                  f"(connect-bulk rollback {migrated})")
+        return codes
+
+    def say_where(self) -> None:
+        self.echo("")
+        for run_dir in self.run_dirs:
+            self.echo(f"outputs in {run_dir}/: results.parquet, failures.parquet, "
+                      "rejects.parquet, summary.json, events.jsonl")
+            self.echo(f"  connect-bulk status {run_dir}")
+            self.echo(f"  connect-bulk show {run_dir} failures")
+        self.echo("")
+        self.echo("open the run reports (they read the newest run under data/runs):")
+        self.echo("  .venv/bin/pip install -e '.[notebooks]' && .venv/bin/jupyter lab notebooks/")
+        self.echo(f"  or one run: CONNECT_BULK_RUN_DIR={self.run_dirs[0]} .venv/bin/jupyter lab "
+                  "notebooks/flow-associations-report.ipynb")
 
 
 def write_onboarding_csv(path: Path, instances: list[dict[str, Any]], key_arn: str) -> Path:

@@ -54,6 +54,17 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+# What contact centres call their inbound flows: the seeded world reads like a real one.
+FLOW_NAMES = ("Main menu", "Sales", "Support", "Billing", "After hours", "Holiday closure",
+              "Emergency message", "Callback", "Spanish menu", "VIP line")
+
+
+def flow_name(index: int) -> str:
+    """The index-th seeded flow's name: readable, and unique within an instance."""
+    name = FLOW_NAMES[index % len(FLOW_NAMES)]
+    return name if index < len(FLOW_NAMES) else f"{name} {index // len(FLOW_NAMES) + 1}"
+
+
 def seed_world(request: SeedRequest) -> dict[str, Any]:
     """Create the world ``request`` describes and return what was made."""
     started = time.perf_counter()
@@ -81,7 +92,7 @@ def seed_world(request: SeedRequest) -> dict[str, Any]:
         flows = [
             sandbox.create_contact_flow(
                 instance_id=instance.id,
-                name=f"Flow {flow + 1}",
+                name=flow_name(flow),
                 flow_type="CONTACT_FLOW",
                 content=FLOW_CONTENT,
                 flow_id=_uuid(rng),

@@ -67,5 +67,5 @@ def test_show_table_groups_failures_by_code_with_a_count_and_an_example(run_dir:
 def test_show_says_what_is_missing_in_one_line(run_dir: Path, tmp_path: Path) -> None:
     result = run_cli("show", str(run_dir), "rollback")
     assert result.returncode == 2
-    assert "only associate-flows runs have one" in json.loads(result.stderr)["message"]
+    assert "this run's job writes none" in json.loads(result.stderr)["message"]
     assert run_cli("show", str(tmp_path / "nowhere")).returncode == 2

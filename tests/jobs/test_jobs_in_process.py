@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import polars as pl
 import pytest
+from connect_bulk.jobs.associate_flows import AssociateFlows
 from connect_bulk.jobs.campaign_onboarding import CampaignOnboarding
 from connect_bulk.jobs.flow_associations import FlowAssociations
 from connect_bulk.pipeline.aws import AwsSettings, Caller
@@ -114,3 +116,20 @@ def test_campaign_onboarding_stops_waiting_when_the_run_stops(sandbox: Sandbox) 
 async def _set_after(event: anyio.Event, seconds: float) -> None:
     await anyio.sleep(seconds)
     event.set()
+
+
+def test_associate_flows_tells_what_it_will_change_per_instance_and_flow() -> None:
+    instance = "11111111-1111-4111-8111-111111111111"
+    numbers = [f"00000000-0000-4000-8000-{i:012d}" for i in range(5)]
+    frame = pl.DataFrame({
+        "input_row": list(range(1, 6)),
+        "instance_id": [instance] * 5,
+        "phone_number": numbers,
+        "flow": ["Sales", "Sales", "Sales", None, "Support"],
+    })
+    job = AssociateFlows(allow_disassociate=True)
+    lines = job.describe(job.normalize(frame).items)
+    assert lines == [f"  3 numbers of instance {instance} -> flow 'Sales'",
+                     f"  1 numbers of instance {instance} -> flow 'Support'",
+                     f"  1 numbers of instance {instance} -> no flow (disassociate)"]
+    assert AssociateFlows().changes_state and not AssociateFlows(dry_run=True).changes_state

@@ -275,3 +275,34 @@ def test_regions_and_accounts_are_separate_worlds(sandbox: Sandbox) -> None:
             InstanceId=instance["Id"], ResourceIds=[number["PhoneNumberArn"]]
         )
     assert _error(exc)[0] == "ResourceNotFoundException"
+
+
+def test_list_contact_flows_pages_and_filters_by_type(sandbox: Sandbox) -> None:
+    connect = sandbox.client("connect")
+    instance = _instance(connect, "flows")
+    content = '{"Version": "2019-10-30", "StartAction": "end", "Actions": []}'
+    made = [connect.create_contact_flow(InstanceId=instance["Id"], Name=f"F{i}",
+                                        Type="CONTACT_FLOW", Content=content)
+            for i in range(5)]
+    connect.create_contact_flow(InstanceId=instance["Id"], Name="F0", Type="CUSTOMER_QUEUE",
+                                Content=content)  # another type may share a name
+    pages = list(connect.get_paginator("list_contact_flows").paginate(
+        InstanceId=instance["Id"], ContactFlowTypes=["CONTACT_FLOW"],
+        PaginationConfig={"PageSize": 2}))
+    assert len(pages) == 3
+    listed = [f for page in pages for f in page["ContactFlowSummaryList"]]
+    assert [f["Arn"] for f in listed] == [m["ContactFlowArn"] for m in made]
+    assert {f["ContactFlowType"] for f in listed} == {"CONTACT_FLOW"}
+    everything = connect.list_contact_flows(InstanceId=instance["Id"])["ContactFlowSummaryList"]
+    assert [f["Name"] for f in everything].count("F0") == 2
+    with pytest.raises(ClientError) as exc:
+        connect.create_contact_flow(InstanceId=instance["Id"], Name="F1", Type="CONTACT_FLOW",
+                                    Content=content)
+    assert _error(exc)[0] == "DuplicateResourceException"
+
+
+def test_seeded_flows_have_readable_names(sandbox: Sandbox) -> None:
+    made = sandbox.seed(instances=1, numbers_per_instance=1, flows_per_instance=3, seed=4)
+    listed = sandbox.client("connect").list_contact_flows(InstanceId=made["instances"][0]["id"])
+    assert [f["Name"] for f in listed["ContactFlowSummaryList"]] == [
+        "Main menu", "Sales", "Support"]

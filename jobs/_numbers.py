@@ -1,0 +1,179 @@
+"""Phone numbers as the jobs take them: a phone number ID (UUID), a phone number ARN (or the
+legacy form under the instance), or an E.164 number resolved per instance through
+``ListPhoneNumbersV2`` (listed once per instance and run, noted page by page so that a resumed
+run does not list again). Shared by the jobs that take numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import polars as pl
+from connect_bulk.pipeline.errors import ClientFault
+from connect_bulk.pipeline.job import Batch, Column, Context, Failure, Item, Outcome
+
+from ._instances import PARTITION, UUID, instance_reasons, normalize_instances, partition_of
+
+NUMBER_ARN = (
+    rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):"
+    rf"(?:instance/({UUID})/)?phone-number/({UUID})$"
+)
+E164_LIKE = r"^\+?[0-9 ().\-]{4,}$"
+E164 = r"^\+[1-9][0-9]{1,14}$"
+NOT_FOUND = "PhoneNumberNotFound"
+NUMBER_COLUMN = Column("phone_number", ("phone_number_id", "phone_number_arn", "resource_id"),
+                       help="phone number ID (UUID), phone number ARN, or E.164 number")
+
+
+def normalize_numbers(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add the instance's and the number's parts: ``_instance``, ``_inst_region``,
+    ``_inst_account``, ``_number`` (ID), ``_num_region``, ``_num_account``, ``_num_instance``,
+    ``_e164`` (+1 (555) 010-0000 and the like, as E.164)."""
+    number = pl.col("phone_number")
+    return normalize_instances(frame).with_columns(
+        pl.when(number.str.contains(f"^{UUID}$"))
+        .then(number.str.to_lowercase())
+        .otherwise(number.str.extract(NUMBER_ARN, 4).str.to_lowercase())
+        .alias("_number"),
+        number.str.extract(NUMBER_ARN, 1).alias("_num_region"),
+        number.str.extract(NUMBER_ARN, 2).alias("_num_account"),
+        number.str.extract(NUMBER_ARN, 3).str.to_lowercase().alias("_num_instance"),
+        number.str.replace_all(r"[ ().\-]", "").alias("_e164"),
+    )
+
+
+def number_reasons() -> list[tuple[pl.Expr, pl.Expr]]:
+    """The reject rules for an instance and its number (after ``normalize_numbers``)."""
+    number, inst, num = pl.col("phone_number"), pl.col("_instance"), pl.col("_number")
+    quoted = pl.lit("'") + number + pl.lit("'")
+    both_scoped = pl.col("_inst_region").is_not_null() & pl.col("_num_region").is_not_null()
+    return [
+        *instance_reasons(),
+        (number.is_null(), pl.lit("phone_number is empty")),
+        (num.is_null() & number.str.contains(E164_LIKE) & ~pl.col("_e164").str.contains(E164),
+         pl.lit("phone_number ") + quoted
+         + pl.lit(" is not a valid E.164 number (+ country code and number, at most 15 "
+                  "digits)")),
+        (num.is_null() & ~pl.col("_e164").str.contains(E164), pl.lit("phone_number ") + quoted
+         + pl.lit(" is not a phone number ID (UUID) or phone number ARN")),
+        (both_scoped & ((pl.col("_inst_region") != pl.col("_num_region"))
+                        | (pl.col("_inst_account") != pl.col("_num_account"))),
+         pl.lit("phone number ARN is in ") + pl.col("_num_region") + pl.lit("/")
+         + pl.col("_num_account") + pl.lit(" but the instance is in ")
+         + pl.col("_inst_region") + pl.lit("/") + pl.col("_inst_account")),
+        (pl.col("_num_instance").is_not_null() & (pl.col("_num_instance") != inst),
+         pl.lit("phone number ARN names instance ") + pl.col("_num_instance")
+         + pl.lit(", not ") + inst),
+    ]
+
+
+def number_item_columns() -> list[pl.Expr]:
+    """The engine's item columns for a number, and ``phone_number_id``, ``phone_number``."""
+    num = pl.col("_number")
+    return [
+        # A number given as E.164 is keyed by it until the instance's listing names its ID.
+        pl.coalesce(num, pl.col("_e164")).alias("item_key"),
+        pl.col("_instance").alias("instance_id"),
+        pl.coalesce("_inst_region", "_num_region").alias("region"),
+        pl.coalesce("_inst_account", "_num_account").alias("account_id"),
+        pl.col("input_row"),
+        num.alias("phone_number_id"),
+        pl.when(num.is_null()).then(pl.col("_e164")).alias("phone_number"),
+    ]
+
+
+def number_arn(batch: Batch, number_id: str) -> str:
+    """The ARN of a number of the batch's instance (BatchGetFlowAssociation's ResourceIds)."""
+    return (f"arn:{partition_of(batch.region)}:connect:{batch.region}:{batch.account_id}:"
+            f"phone-number/{number_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """An instance's claimed numbers: E.164 -> [ID, ARN], and ID -> E.164."""
+
+    by_e164: dict[str, list[str]]
+    by_id: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A batch's numbers: item key -> phone number ID, ID -> E.164 where known, and the items
+    that are not numbers of the instance (failures already)."""
+
+    ids: dict[str, str]
+    e164: dict[str, str]
+    failures: list[Outcome]
+
+
+class NumberDirectory:
+    """E.164 numbers to IDs, per instance: ``ListPhoneNumbersV2`` once per instance and run."""
+
+    KIND = "numbers-page"
+
+    def __init__(self) -> None:
+        self._locks: dict[str, anyio.Lock] = {}
+        self._directories: dict[str, Directory] = {}
+
+    async def resolve(self, ctx: Context, batch: Batch) -> Resolved:
+        if not any(item.item_key.startswith("+") for item in batch.items):
+            return Resolved({item.item_key: item.item_key for item in batch.items}, {}, [])
+        directory = await self._of(ctx, batch)
+        ids: dict[str, str] = {}
+        failures: list[Outcome] = []
+        for item in batch.items:
+            if not item.item_key.startswith("+"):
+                ids[item.item_key] = item.item_key
+            elif item.item_key in directory.by_e164:
+                ids[item.item_key] = directory.by_e164[item.item_key][0]
+            else:
+                failures.append(not_claimed(item, batch))
+        return Resolved(ids, directory.by_id, failures)
+
+    async def _of(self, ctx: Context, batch: Batch) -> Directory:
+        key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
+        if key in self._directories:
+            return self._directories[key]
+        async with self._locks.setdefault(key, anyio.Lock()):
+            if key not in self._directories:
+                listing = await self._list(ctx, batch, key)
+                self._directories[key] = Directory(
+                    by_e164=listing, by_id={entry[0]: e164 for e164, entry in listing.items()})
+        return self._directories[key]
+
+    async def _list(self, ctx: Context, batch: Batch, key: str) -> dict[str, list[str]]:
+        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page. Each page is noted
+        as it comes, with the token of the next, so a killed listing goes on where it was."""
+        directory: dict[str, list[str]] = {}
+        token = None
+        page_number = 0
+        while True:
+            page_number += 1
+            noted = ctx.notes.get(self.KIND, f"{key}#{page_number}")
+            if noted is None:
+                params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
+                if token:
+                    params["NextToken"] = token
+                page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
+                                          account=batch.account_id, **params)
+                noted = {
+                    "numbers": {
+                        number["PhoneNumber"]: [number["PhoneNumberId"].lower(),
+                                                number["PhoneNumberArn"]]
+                        for number in page.data.get("ListPhoneNumbersSummaryList", [])
+                    },
+                    "next": page.data.get("NextToken"),
+                }
+                ctx.notes.put(self.KIND, f"{key}#{page_number}", noted)
+            directory.update(noted["numbers"])
+            token = noted["next"]
+            if not token:
+                return directory
+
+
+def not_claimed(item: Item, batch: Batch) -> Failure:
+    return Failure(item, ClientFault(
+        NOT_FOUND, f"{item.item_key} is not claimed in instance {batch.instance_id} "
+        f"({batch.region})"))
