@@ -1,16 +1,17 @@
 """An instance's contact flows, listed once per instance and run with ``ListContactFlows``
-(paginated, rate-limited like any call), each page noted in the run directory as it comes so
-that a resumed run does not list again; shared by the jobs that name flows.
+(paginated, rate-limited like any call, noted page by page: ``noted_listing``); shared by the
+jobs that name flows.
 https://docs.aws.amazon.com/connect/latest/APIReference/API_ListContactFlows.html
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from connect_bulk.pipeline.job import Batch, Context
+
+from ._listing import noted_listing
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,6 @@ class FlowDirectory:
     """``ListContactFlows`` once per instance and run; concurrent batches of one instance wait
     for one listing."""
 
-    KIND = "flows-page"
-
     def __init__(self) -> None:
         self._locks: dict[str, anyio.Lock] = {}
         self._flows: dict[str, Flows] = {}
@@ -57,29 +56,12 @@ class FlowDirectory:
             return self._flows[key]
         async with self._locks.setdefault(key, anyio.Lock()):
             if key not in self._flows:
-                self._flows[key] = Flows.of(await self._list(ctx, batch, key))
+                self._flows[key] = Flows.of(await self._list(ctx, batch))
         return self._flows[key]
 
-    async def _list(self, ctx: Context, batch: Batch, key: str) -> list[Flow]:
-        flows: list[Flow] = []
-        token = None
-        page_number = 0
-        while True:
-            page_number += 1
-            noted = ctx.notes.get(self.KIND, f"{key}#{page_number}")
-            if noted is None:
-                params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
-                if token:
-                    params["NextToken"] = token
-                page = await ctx.aws.call("connect", "ListContactFlows", region=batch.region,
-                                          account=batch.account_id, **params)
-                noted = {
-                    "flows": [[f["Id"].lower(), f["Arn"], f["Name"]]
-                              for f in page.data.get("ContactFlowSummaryList", [])],
-                    "next": page.data.get("NextToken"),
-                }
-                ctx.notes.put(self.KIND, f"{key}#{page_number}", noted)
-            flows += [Flow(*entry) for entry in noted["flows"]]
-            token = noted["next"]
-            if not token:
-                return flows
+    @staticmethod
+    async def _list(ctx: Context, batch: Batch) -> list[Flow]:
+        pages = await noted_listing(ctx, batch, "ListContactFlows", lambda data: [
+            [f["Id"].lower(), f["Arn"], f["Name"]]
+            for f in data.get("ContactFlowSummaryList", [])])
+        return [Flow(*entry) for page in pages for entry in page]

@@ -7,7 +7,6 @@ run does not list again). Shared by the jobs that take numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import polars as pl
@@ -15,6 +14,7 @@ from connect_bulk.pipeline.errors import ClientFault
 from connect_bulk.pipeline.job import Batch, Column, Context, Failure, Item, Outcome
 
 from ._instances import PARTITION, UUID, instance_reasons, normalize_instances, partition_of
+from ._listing import noted_listing
 
 NUMBER_ARN = (
     rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):"
@@ -111,8 +111,6 @@ class Resolved:
 class NumberDirectory:
     """E.164 numbers to IDs, per instance: ``ListPhoneNumbersV2`` once per instance and run."""
 
-    KIND = "numbers-page"
-
     def __init__(self) -> None:
         self._locks: dict[str, anyio.Lock] = {}
         self._directories: dict[str, Directory] = {}
@@ -138,39 +136,18 @@ class NumberDirectory:
             return self._directories[key]
         async with self._locks.setdefault(key, anyio.Lock()):
             if key not in self._directories:
-                listing = await self._list(ctx, batch, key)
+                listing = await self._list(ctx, batch)
                 self._directories[key] = Directory(
                     by_e164=listing, by_id={entry[0]: e164 for e164, entry in listing.items()})
         return self._directories[key]
 
-    async def _list(self, ctx: Context, batch: Batch, key: str) -> dict[str, list[str]]:
-        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page. Each page is noted
-        as it comes, with the token of the next, so a killed listing goes on where it was."""
-        directory: dict[str, list[str]] = {}
-        token = None
-        page_number = 0
-        while True:
-            page_number += 1
-            noted = ctx.notes.get(self.KIND, f"{key}#{page_number}")
-            if noted is None:
-                params: dict[str, Any] = {"InstanceId": batch.instance_id, "MaxResults": 1000}
-                if token:
-                    params["NextToken"] = token
-                page = await ctx.aws.call("connect", "ListPhoneNumbersV2", region=batch.region,
-                                          account=batch.account_id, **params)
-                noted = {
-                    "numbers": {
-                        number["PhoneNumber"]: [number["PhoneNumberId"].lower(),
-                                                number["PhoneNumberArn"]]
-                        for number in page.data.get("ListPhoneNumbersSummaryList", [])
-                    },
-                    "next": page.data.get("NextToken"),
-                }
-                ctx.notes.put(self.KIND, f"{key}#{page_number}", noted)
-            directory.update(noted["numbers"])
-            token = noted["next"]
-            if not token:
-                return directory
+    @staticmethod
+    async def _list(ctx: Context, batch: Batch) -> dict[str, list[str]]:
+        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page."""
+        pages = await noted_listing(ctx, batch, "ListPhoneNumbersV2", lambda data: {
+            number["PhoneNumber"]: [number["PhoneNumberId"].lower(), number["PhoneNumberArn"]]
+            for number in data.get("ListPhoneNumbersSummaryList", [])})
+        return {e164: entry for page in pages for e164, entry in page.items()}
 
 
 def not_claimed(item: Item, batch: Batch) -> Failure:
