@@ -50,7 +50,7 @@ from connect_bulk.pipeline.options import job_option
 from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
 from ._flows import Flow, FlowDirectory, Flows
-from ._instances import INSTANCE_COLUMN, PARTITION, UUID, first_reason
+from ._instances import INSTANCE_COLUMN, PARTITION, UUID, InstanceAliases, first_reason
 from ._numbers import (
     NUMBER_COLUMN,
     NumberDirectory,
@@ -92,6 +92,7 @@ class AssociateFlows(Job):
     )
     result_schema: ClassVar[dict[str, Any]] = {
         "instance_id": pl.String,
+        "instance_alias": pl.String,
         "phone_number_id": pl.String,
         "phone_number_arn": pl.String,
         "phone_number": pl.String,
@@ -125,6 +126,7 @@ class AssociateFlows(Job):
         self.allow_disassociate = bool(self.options["allow_disassociate"])
         self._numbers = NumberDirectory()
         self._flows = FlowDirectory()
+        self._aliases = InstanceAliases()
 
     @property
     def changes_state(self) -> bool:
@@ -138,7 +140,7 @@ class AssociateFlows(Job):
         return {} if self.dry_run else {ASSOCIATE: 1.0}
 
     def calls_per_instance(self) -> dict[str, float]:
-        return {"ListContactFlows": 1.0}
+        return {"ListContactFlows": 1.0, "DescribeInstance": 1.0}
 
     def describe(self, items: pl.DataFrame) -> list[str]:
         counts = (items.group_by("instance_id", "flow").len()
@@ -184,6 +186,7 @@ class AssociateFlows(Job):
         resolved = await self._numbers.resolve(ctx, batch)
         outcomes: list[Outcome] = list(resolved.failures)
         flows = await self._flows.of(ctx, batch)
+        alias = await self._aliases.of(ctx, batch)
         work: list[tuple[Item, str, Flow | None]] = []
         for item in batch.items:
             if item.item_key not in resolved.ids:
@@ -200,6 +203,7 @@ class AssociateFlows(Job):
         for item, number, target in work:
             row = _row(batch, number, item.data.get("phone_number")
                        or resolved.e164.get(number), before[number], flows, target)
+            row["instance_alias"] = alias
             needs_call = _flow_id(current[number]) != (target.id if target else None)
             if self.dry_run:
                 row |= {"outcome": (("would_associate" if target else "would_disassociate")

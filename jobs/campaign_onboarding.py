@@ -48,7 +48,13 @@ from connect_bulk.pipeline.job import (
 )
 from connect_bulk.pipeline.options import job_option
 
-from ._instances import INSTANCE_COLUMN, first_reason, instance_reasons, normalize_instances
+from ._instances import (
+    INSTANCE_COLUMN,
+    InstanceAliases,
+    first_reason,
+    instance_reasons,
+    normalize_instances,
+)
 
 KMS_ARN = (
     r"^arn:(?:aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b):kms:[a-z0-9-]+:\d{12}:"
@@ -93,6 +99,7 @@ class CampaignOnboarding(Job):
     redrive_options = frozenset({"reset_failed"})
     result_schema: ClassVar[dict[str, Any]] = {
         "instance_id": pl.String,
+        "instance_alias": pl.String,
         "region": pl.String,
         "account_id": pl.String,
         "encryption_enabled": pl.Boolean,
@@ -137,6 +144,7 @@ class CampaignOnboarding(Job):
         self.reset_failed = bool(options["reset_failed"])
         api = options["campaigns_api"]
         self.service = "connectcampaignsv2" if api == "v2" else "connectcampaigns"
+        self._aliases = InstanceAliases()
 
     def describe(self, items: pl.DataFrame) -> list[str]:
         keys = items.group_by("kms_key_arn").len().sort("len", descending=True)
@@ -153,7 +161,7 @@ class CampaignOnboarding(Job):
 
     def calls_per_batch(self) -> dict[str, float]:
         calls = {"GetInstanceOnboardingJobStatus": 1.0 + (3.0 if self.wait else 0.0),
-                 "GetConnectInstanceConfig": 1.0, self.operation: 1.0}
+                 "GetConnectInstanceConfig": 1.0, self.operation: 1.0, "DescribeInstance": 1.0}
         return calls
 
     # -- input ------------------------------------------------------------------------------
@@ -218,6 +226,7 @@ class CampaignOnboarding(Job):
                        f"{_config(wanted)} this run asked for; nothing was changed")
         return {
             "instance_id": batch.instance_id,
+            "instance_alias": self._aliases.known(batch),
             "region": batch.region,
             "account_id": batch.account_id,
             "encryption_enabled": bool(encryption.get("enabled")),
@@ -235,6 +244,7 @@ class CampaignOnboarding(Job):
     async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:
         (item,) = batch.items
         wanted = self._wanted(item)
+        await self._aliases.of(ctx, batch)  # named first: a stop then loses no answer
         # A job this run started before it was stopped is still this run's: resuming goes on
         # waiting for it and reports it as started, not as someone else's.
         noted = ctx.notes.get("started", batch.instance_id)

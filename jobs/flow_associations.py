@@ -24,7 +24,7 @@ from connect_bulk.pipeline.options import job_option
 from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
 from ._flows import FlowDirectory
-from ._instances import INSTANCE_COLUMN, first_reason
+from ._instances import INSTANCE_COLUMN, InstanceAliases, first_reason
 from ._numbers import (
     NUMBER_COLUMN,
     NumberDirectory,
@@ -48,6 +48,7 @@ class FlowAssociations(Job):
     )
     result_schema: ClassVar[dict[str, Any]] = {
         "instance_id": pl.String,
+        "instance_alias": pl.String,
         "phone_number_id": pl.String,
         "phone_number_arn": pl.String,
         "phone_number": pl.String,
@@ -81,9 +82,10 @@ class FlowAssociations(Job):
         self.flow_names = bool(self.options["flow_names"])
         self._numbers = NumberDirectory()
         self._flows = FlowDirectory()
+        self._aliases = InstanceAliases()
 
     def calls_per_instance(self) -> dict[str, float]:
-        return {"ListContactFlows": 1.0} if self.flow_names else {}
+        return {"DescribeInstance": 1.0} | ({"ListContactFlows": 1.0} if self.flow_names else {})
 
     def normalize(self, frame: pl.DataFrame) -> Normalized:
         frame = normalize_numbers(frame)
@@ -98,7 +100,8 @@ class FlowAssociations(Job):
         ids = resolved.ids
         if not ids:
             return outcomes
-        # Flows are listed first: a stop during the listing then loses no answered call.
+        # Names first: a stop during a look-up then loses no answered call.
+        alias = await self._aliases.of(ctx, batch)
         flows = await self._flows.of(ctx, batch) if self.flow_names else None
         # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
         # built from the instance's partition, region and account where the input gave an ID.
@@ -121,6 +124,7 @@ class FlowAssociations(Job):
             flow_id = summary.get("FlowId") if summary else None
             outcomes.append(Success(item, {
                 "instance_id": batch.instance_id,
+                "instance_alias": alias,
                 "phone_number_id": number_id,
                 "phone_number_arn": summary["ResourceId"] if summary else arns[number_id],
                 "phone_number": item.data.get("phone_number") or resolved.e164.get(number_id),

@@ -197,7 +197,7 @@ def test_plan_says_what_changes_cost_at_the_default_quota(tmp_path: Path) -> Non
     assert planned.returncode == 0, planned.stderr
     report = json.loads(planned.stdout)
     assert report["calls"] == {"BatchGetFlowAssociation": 200, ASSOCIATE: 10_000,
-                               "ListContactFlows": 1}
+                               "ListContactFlows": 1, "DescribeInstance": 1}
     assert 82 * 60 <= report["estimated_s"] <= 84 * 60  # 10,000 changes at 2 a second
     text = run_cli("plan", "associate-flows", str(path), "--region", "us-east-1").stdout
     assert f"calls {ASSOCIATE}: 10000" in text

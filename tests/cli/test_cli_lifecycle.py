@@ -144,7 +144,8 @@ def test_status_and_plan_json_have_the_contracts_keys(
     report = json.loads(planned.stdout)
     assert {"rows_total", "rows_rejected", "rows_duplicate", "items_total", "calls",
             "estimated_s"} <= set(report)
-    assert report["calls"] == {OP: 6, "ListContactFlows": 6}  # a flow listing per instance
+    # a flow listing and the instance's alias, per instance
+    assert report["calls"] == {OP: 6, "ListContactFlows": 6, "DescribeInstance": 6}
     assert report["items_total"] == 120
     before = sandbox.stats()["calls"]
     assert OP not in before and "GetCallerIdentity" not in before  # plan calls nothing

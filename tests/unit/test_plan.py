@@ -49,7 +49,8 @@ def test_estimate_is_the_slowest_limiter() -> None:
     planned = plan(FlowAssociations(), items, rows_total=1100, rows_rejected=0)
     figures = estimate(FlowAssociations(), planned.items, rate=2.0, burst=5.0)
     # 11 batches; one flow listing per instance (2), on its own limiter
-    assert figures["calls"] == {"BatchGetFlowAssociation": 11, "ListContactFlows": 2}
+    assert figures["calls"] == {"BatchGetFlowAssociation": 11, "ListContactFlows": 2,
+                                "DescribeInstance": 2}
     assert figures["estimated_s"] == (11 - 5) / 2  # one account and region: the slowest
     no_names = estimate(FlowAssociations(flow_names=False), planned.items, rate=2.0, burst=5.0)
-    assert no_names["calls"] == {"BatchGetFlowAssociation": 11}
+    assert no_names["calls"] == {"BatchGetFlowAssociation": 11, "DescribeInstance": 2}
