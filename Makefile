@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-all bench demo sandbox clean
+.PHONY: install lint test test-all bench demo sandbox docs-charts clean
 
 # Strict editable mode: the installed namespace (connect_bulk.pipeline, connect_bulk.jobs) is a
 # link tree that mypy can read; a new module needs `make install` again (its stamp is the list
@@ -39,6 +39,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		--config-settings editable_mode=strict -e '.[dev,bench]'
 	$(BIN)/python tests/bench/bench.py
+
+# The README's pictures of the notebooks' charts, drawn from runs against a sandbox.
+docs-charts: $(STAMP)
+	$(BIN)/python tests/docs_charts.py docs/charts
 
 demo: $(STAMP)
 	$(BIN)/connect-bulk demo

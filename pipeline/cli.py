@@ -236,6 +236,31 @@ def list_jobs() -> None:
                        f"{option.help}")
 
 
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@edge
+def notebooks(*, folder: Path) -> None:
+    """Copy the analysis notebooks into FOLDER (they come with the install) and say how to
+    open them."""
+    from importlib.resources import files
+
+    copied = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(files("connect_bulk.notebooks").iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".ipynb"):
+                (folder / entry.name).write_bytes(entry.read_bytes())
+                copied.append(entry.name)
+    except OSError as exc:
+        from .errors import UsageError
+
+        raise UsageError(f"cannot write {folder}: {exc.strerror or exc}") from exc
+    click.echo(f"copied {len(copied)} notebooks to {folder}: {', '.join(copied)}")
+    click.echo(f"open them: pip install 'connect-bulk[notebooks]' && jupyter lab {folder}")
+    click.echo("each reads the newest run of its job under data/runs, or the run named by "
+               "CONNECT_BULK_RUN_DIR=<run dir> (relative to where you start Jupyter)")
+
+
 cli.add_command(sandbox)
 cli.add_command(demo)
 

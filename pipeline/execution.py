@@ -81,6 +81,7 @@ def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunO
     events.emit(
         "run_started", message=f"{mode} {run['job']}: {pending.height} items to do",
         mode=mode, items_pending=pending.height, run_dir=str(rundir.path),
+        **_call_totals(journal.calls),
     )
     report = Report(rundir, run, journal, started, quiet_progress=options.progress)
     try:
@@ -118,12 +119,18 @@ def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunO
                 message=closing_line(summary, stop.message), **{
                     k: summary[k] for k in ("state", "items_succeeded", "items_failed",
                                             "items_pending", "rows_rejected")
-                })
+                } | _call_totals(calls))
     print_summary(summary, rundir, options.log_format,
                   lambda text: print(text, flush=True))  # noqa: T201
     if state == "succeeded" and (summary["rows_rejected"] or summary["items_warned"]):
         return 1
     return EXIT_CODES[state]
+
+
+def _call_totals(calls: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Calls made and throttled so far: the points the notebooks chart rates from."""
+    return {"calls_made": sum(c.get("made", 0) for c in calls.values()),
+            "calls_throttled": sum(c.get("throttled", 0) for c in calls.values())}
 
 
 def _final_state(stop: Stop, counts: dict[str, int]) -> str:
@@ -223,8 +230,7 @@ async def _report_every(report: Report, caller: Caller, events: EventLog, stop: 
         # console every log_every ticks.
         events.emit(
             "progress", console=tick % log_every == 0 and not report.quiet_progress,
-            calls_made=sum(c["made"] for c in calls.values()),
-            calls_throttled=sum(c["throttled"] for c in calls.values()),
+            **_call_totals(calls),
             **{k: summary[k] for k in ("items_succeeded", "items_failed", "items_pending",
                                        "calls_per_s")},
         )

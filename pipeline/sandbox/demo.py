@@ -183,9 +183,14 @@ class _Demo:
             self.echo(f"  connect-bulk status {run_dir}")
             self.echo(f"  connect-bulk show {run_dir} failures")
         self.echo("")
-        self.echo("open the run reports (they read the newest run under data/runs):")
-        self.echo("  .venv/bin/pip install -e '.[notebooks]' && .venv/bin/jupyter lab notebooks/")
-        self.echo(f"  or one run: CONNECT_BULK_RUN_DIR={self.run_dirs[0]} .venv/bin/jupyter lab "
+        # Commands that work from here: a clone has notebooks/ and .venv/; an install copies
+        # the notebooks out first.
+        venv = ".venv/bin/" if Path(".venv/bin/python").exists() else ""
+        self.echo("open the run reports (each reads the newest run of its job under data/runs):")
+        if not Path("notebooks").is_dir():
+            self.echo(f"  {venv}connect-bulk notebooks notebooks")
+        self.echo(f"  {venv}pip install 'connect-bulk[notebooks]' && {venv}jupyter lab notebooks/")
+        self.echo(f"  or one run: CONNECT_BULK_RUN_DIR={self.run_dirs[0]} {venv}jupyter lab "
                   "notebooks/flow-associations-report.ipynb")
 
 
