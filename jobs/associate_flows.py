@@ -198,11 +198,21 @@ class AssociateFlows(Job):
                 work.append((item, resolved.ids[item.item_key], target))
         if not work:
             return outcomes
+        try:
+            return await self._migrate(ctx, batch, work, outcomes, resolved.e164, flows, alias)
+        finally:
+            ctx.phases.clear(batch.batch_id)
+
+    async def _migrate(self, ctx: Context, batch: Batch, work: list[tuple[Item, str, Flow | None]],
+                       outcomes: list[Outcome], e164: dict[str, str], flows: Flows,
+                       alias: str | None) -> list[Outcome]:
+        """Snapshot, change, verify: each a phase the progress bar shows."""
+        ctx.phases.set(batch.batch_id, "snapshot")
         current = await self._snapshot(ctx, batch, [number for _, number, _ in work])
         before = self._before(ctx, batch, current)
         for item, number, target in work:
-            row = _row(batch, number, item.data.get("phone_number")
-                       or resolved.e164.get(number), before[number], flows, target)
+            row = _row(batch, number, item.data.get("phone_number") or e164.get(number),
+                       before[number], flows, target)
             row["instance_alias"] = alias
             needs_call = _flow_id(current[number]) != (target.id if target else None)
             if self.dry_run:
@@ -210,10 +220,12 @@ class AssociateFlows(Job):
                                     if needs_call else "unchanged"), "verified": None}
                 outcomes.append(Success(item, row, 1))
                 continue
+            ctx.phases.set(batch.batch_id, "changing")
             outcome = await self._change(ctx, batch, item, number, target, needs_call, row)
             outcomes.append(outcome)
         if self.dry_run:
             return outcomes
+        ctx.phases.set(batch.batch_id, "verifying")
         return await self._verify(ctx, batch, outcomes)
 
     async def _snapshot(self, ctx: Context, batch: Batch, numbers: list[str]) -> dict[str, Any]:

@@ -296,9 +296,20 @@ class CampaignOnboarding(Job):
     async def _follow(self, ctx: Context, batch: Batch, item: Item, encryption: dict[str, Any],
                       outcome: str, *, status: str = "IN_PROGRESS", failure: str | None = None,
                       attempts: int = 1, wanted: dict[str, Any] | None = None) -> Outcome:
-        waited_until = time.monotonic() + self.wait_timeout_s
-        polls = 0
+        try:
+            return await self._wait(ctx, batch, item, encryption, outcome, status=status,
+                                    failure=failure, attempts=attempts, wanted=wanted,
+                                    until=time.monotonic() + self.wait_timeout_s)
+        finally:
+            ctx.phases.clear(batch.instance_id)
+
+    async def _wait(self, ctx: Context, batch: Batch, item: Item, encryption: dict[str, Any],
+                    outcome: str, *, status: str, failure: str | None, attempts: int,
+                    wanted: dict[str, Any] | None, until: float) -> Outcome:
+        """Poll until SUCCEEDED or FAILED, or ``until``; the phase says what it waits on."""
+        waited_until, polls = until, 0
         while self.wait and status == "IN_PROGRESS" and time.monotonic() < waited_until:
+            ctx.phases.set(batch.instance_id, status, what="waiting on {n} jobs")
             pause = POLL_INTERVALS_S[min(polls, len(POLL_INTERVALS_S) - 1)]
             with anyio.move_on_after(min(pause, max(0.0, waited_until - time.monotonic()))):
                 await ctx.stopping.wait()
@@ -310,6 +321,7 @@ class CampaignOnboarding(Job):
             if current is None:  # deleted under us
                 break
             status, failure = current["status"], current.get("failureCode")
+            ctx.phases.set(batch.instance_id, status, what="waiting on {n} jobs")
         if status == "FAILED":
             code = str(failure or "UNKNOWN_FAILURE")
             return Failure(item, failed(code, f"the onboarding job ended FAILED ({code})"))

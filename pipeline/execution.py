@@ -19,7 +19,7 @@ from .durations import parse_deadline
 from .engine import Engine, Limits, Stop, StopReason
 from .errors import Abandoned, CallError, DamagedRun, StorageError, TransientError, UsageError
 from .events import EventLog
-from .job import Context, Job
+from .job import Context, Job, Phases
 from .journal import KEY, Journal
 from .notes import Notes
 from .plan import iter_batches
@@ -179,7 +179,7 @@ async def _engine_run(job: Job, options: RunOptions, journal: Journal, events: E
         calls_made=caller.stats_json,
     )
     async with anyio.create_task_group() as group:
-        group.start_soon(_report_every, report, caller, events, stop, 1.0, 10)
+        group.start_soon(_report_every, report, caller, events, context.phases, progress)
         if progress:
             events.console = progress.console  # log lines above the bar, not through it
             with progress:
@@ -212,13 +212,17 @@ def _retry_logger(events: EventLog, options: RunOptions) -> Callable[[str, CallE
     return log
 
 
-async def _report_every(report: Report, caller: Caller, events: EventLog, stop: Stop,
-                        every_s: float, log_every: int = 5) -> None:
-    """Rewrite ``summary.json`` and log a progress event every ``every_s``."""
+async def _report_every(report: Report, caller: Caller, events: EventLog, phases: Phases,
+                        progress: Any, every_s: float = 1.0, log_every: int = 10) -> None:
+    """Rewrite ``summary.json`` and log a progress event every ``every_s``, with what the work
+    in flight is doing (its phase), which the progress bar shows too."""
     tick = 0
     while True:
         await anyio.sleep(every_s)
         tick += 1
+        phase = phases.describe()
+        if progress:
+            progress.phase(phase)
         calls = caller.stats_json()
         try:
             summary = await anyio.to_thread.run_sync(report.write, "running", calls)
@@ -233,6 +237,7 @@ async def _report_every(report: Report, caller: Caller, events: EventLog, stop: 
             **_call_totals(calls),
             **{k: summary[k] for k in ("items_succeeded", "items_failed", "items_pending",
                                        "calls_per_s")},
+            **({"phase": phase} if phase else {}),
         )
 
 

@@ -94,6 +94,31 @@ class Calls(Protocol):
                    **params: Any) -> Answer: ...
 
 
+class Phases:
+    """What the work in flight is doing, for the progress bar and the log: ``set(key, state)``
+    as a batch (or an onboarding job it waits on) moves, ``clear(key)`` when it is done; read as
+    ``waiting on 4 jobs: 3 IN_PROGRESS, 1 SUCCEEDED``."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, tuple[str, str]] = {}  # key -> (what, state)
+
+    def set(self, key: str, state: str, *, what: str = "{n} batches") -> None:
+        self._states[key] = (what, state)
+
+    def clear(self, key: str) -> None:
+        self._states.pop(key, None)
+
+    def describe(self) -> str:
+        by_what: dict[str, dict[str, int]] = {}
+        for what, state in self._states.values():
+            counts = by_what.setdefault(what, {})
+            counts[state] = counts.get(state, 0) + 1
+        return "; ".join(
+            what.format(n=sum(counts.values())) + ": "
+            + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            for what, counts in sorted(by_what.items()))
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a job's ``process`` works with: its calls, the run's notes, and the run's stop (a
@@ -102,6 +127,7 @@ class Context:
     aws: Calls
     notes: Notes
     stopping: anyio.Event = field(default_factory=anyio.Event)
+    phases: Phases = field(default_factory=Phases)
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,10 @@ def test_a_quota_below_the_rate_still_puts_every_number_on_its_target(
     assert set(_state(sandbox, world).values()) == {new["arn"]}
     calls = summary["calls"][ASSOCIATE]
     assert calls["made"] == 30 + calls["throttled"]  # every throttled call tried again
+    # A migration says which phase its batches are in (the progress bar shows it too).
+    events = [json.loads(line) for line in
+              (tmp_path / "out" / "q" / "events.jsonl").read_text().splitlines()]
+    assert "1 batches: 1 changing" in [e.get("phase") for e in events]
 
 
 def test_plan_says_what_changes_cost_at_the_default_quota(tmp_path: Path) -> None:

@@ -174,3 +174,39 @@ def test_the_progress_bar_keeps_to_one_line_at_80_columns() -> None:
         lines = out.getvalue().splitlines()
         assert len(lines) == 1 and len(lines[0]) <= width, (width, lines)
         assert "1234567/3000000" in lines[0] and "123456" in lines[0]
+
+
+def test_phases_say_what_the_work_in_flight_waits_on(sandbox: Sandbox, tmp_path: Path) -> None:
+    from connect_bulk.pipeline.job import Phases
+
+    phases = Phases()
+    phases.set("a", "IN_PROGRESS", what="waiting on {n} jobs")
+    phases.set("b", "IN_PROGRESS", what="waiting on {n} jobs")
+    phases.set("c", "SUCCEEDED", what="waiting on {n} jobs")
+    phases.set("batch#1", "verifying")
+    assert phases.describe() == ("waiting on 3 jobs: 2 IN_PROGRESS, 1 SUCCEEDED; "
+                                 "1 batches: 1 verifying")
+    phases.clear("c")
+    assert "waiting on 2 jobs: 2 IN_PROGRESS" in phases.describe()
+
+    sandbox.faults(onboarding_seconds=3)
+    path = write_csv(tmp_path / "in.csv", ["instance_id"],
+                     [[_instance(sandbox, f"p{i}")] for i in range(3)])
+    code, run_dir, stderr = _onboard(sandbox, path, tmp_path / "out", "p", "--no-encryption")
+    assert code == 0, stderr
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    said = [e["phase"] for e in events if e["event"] == "progress" and "phase" in e]
+    assert "waiting on 3 jobs: 3 IN_PROGRESS" in said
+
+
+def test_the_phase_stays_on_the_bar_s_line() -> None:
+    for width in (80, 160):
+        out = io.StringIO()
+        console = Console(file=out, width=width, force_terminal=True, color_system=None)
+        progress = RunProgress(40, _Stats(), console=console)  # type: ignore[arg-type]
+        progress.advance(4)
+        progress.phase("waiting on 36 jobs: 30 IN_PROGRESS, 6 SUCCEEDED; " * 3)
+        console.print(progress.render())
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 1 and len(lines[0]) <= width, (width, lines)
+    assert "waiting on 36 jobs" in lines[0]
