@@ -180,3 +180,39 @@ def test_notebooks_are_copied_out_of_an_install(tmp_path: Path) -> None:
     copied = sorted(p.name for p in (tmp_path / "nb").glob("*.ipynb"))
     assert copied == [p.name for p in NOTEBOOKS]
     assert "jupyter lab" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_install_without_the_clone_copies_and_runs_its_notebooks(
+    sandbox: Sandbox, world: World, tmp_path: Path
+) -> None:
+    """pip install of the package into a fresh venv, `connect-bulk notebooks`, a run made by
+    that install, and the copied notebook executed against it from where the user works."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, str(ROOT), "matplotlib", "nbclient", "nbformat", "ipykernel"],
+                   check=True, timeout=900, capture_output=True)
+    tool = str(venv / "bin" / "connect-bulk")
+    work = tmp_path / "work"
+    work.mkdir()
+    copied = subprocess.run([tool, "notebooks", "nb"], cwd=work, capture_output=True,
+                            text=True, timeout=60)
+    assert copied.returncode == 0, copied.stderr
+    numbers = _numbers_csv(world, work / "numbers.csv")
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "PATH": "/usr/bin:/bin",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    made = subprocess.run([tool, "run", "flow-associations", str(numbers), "--endpoint-url",
+                           sandbox.url, "--run-id", "r"], cwd=work, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert made.returncode in (0, 1), made.stderr
+    script = ("import nbformat\nfrom nbclient import NotebookClient\n"
+              "nb = nbformat.read('nb/flow-associations-report.ipynb', as_version=4)\n"
+              "NotebookClient(nb, timeout=120, kernel_name='python3',\n"
+              "               resources={'metadata': {'path': 'nb'}}).execute()\n")
+    executed = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script], cwd=work, capture_output=True, text=True,
+        timeout=300, env=env | {"PWD": str(work), "CONNECT_BULK_RUN_DIR": "data/runs/r",
+                               "CONNECT_BULK_FIGURES_DIR": str(work / "figures")})
+    assert executed.returncode == 0, executed.stderr[-2000:]
+    _check(_figures(work / "figures"), {"outcomes", "flows", "failures", "rates"})
