@@ -189,7 +189,9 @@ class _Demo:
         self.echo("open the run reports (each reads the newest run of its job under data/runs):")
         if not Path("notebooks").is_dir():
             self.echo(f"  {venv}connect-bulk notebooks notebooks")
-        self.echo(f"  {venv}pip install 'connect-bulk[notebooks]' && {venv}jupyter lab notebooks/")
+        extra = "-e '.[notebooks]'" if Path("pyproject.toml").is_file() else \
+            "'connect-bulk[notebooks]'"  # a clone installs itself; an install its extra
+        self.echo(f"  {venv}pip install {extra} && {venv}jupyter lab notebooks/")
         self.echo(f"  or one run: CONNECT_BULK_RUN_DIR={self.run_dirs[0]} {venv}jupyter lab "
                   "notebooks/flow-associations-report.ipynb")
 
