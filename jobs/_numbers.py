@@ -7,6 +7,7 @@ run does not list again). Shared by the jobs that take numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import polars as pl
@@ -82,6 +83,22 @@ def number_item_columns() -> list[pl.Expr]:
         num.alias("phone_number_id"),
         pl.when(num.is_null()).then(pl.col("_e164")).alias("phone_number"),
     ]
+
+
+def number_schema(**columns: Any) -> dict[str, Any]:
+    """A number job's result columns: the number's own, then ``columns``, then its scope."""
+    own = ("instance_id", "instance_alias", "phone_number_id", "phone_number_arn",
+           "phone_number")
+    return dict.fromkeys(own, pl.String) | columns | {"region": pl.String,
+                                                        "account_id": pl.String}
+
+
+def number_row(batch: Batch, number_id: str, *, alias: str | None, e164: str | None,
+               arn: str | None = None) -> dict[str, Any]:
+    """The number's own columns of a result row (``number_schema``)."""
+    return {"instance_id": batch.instance_id, "instance_alias": alias,
+            "phone_number_id": number_id, "phone_number_arn": arn or number_arn(batch, number_id),
+            "phone_number": e164, "region": batch.region, "account_id": batch.account_id}
 
 
 def number_arn(batch: Batch, number_id: str) -> str:

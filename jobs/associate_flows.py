@@ -58,6 +58,8 @@ from ._numbers import (
     number_arn,
     number_item_columns,
     number_reasons,
+    number_row,
+    number_schema,
 )
 
 FLOW_ARN = (rf"^arn:(?:{PARTITION}):connect:[a-z0-9-]+:\d{{12}}:instance/({UUID})/"
@@ -90,21 +92,9 @@ class AssociateFlows(Job):
     split_codes = frozenset(
         {"ResourceNotFoundException", "InvalidParameterException", "InvalidRequestException"}
     )
-    result_schema: ClassVar[dict[str, Any]] = {
-        "instance_id": pl.String,
-        "instance_alias": pl.String,
-        "phone_number_id": pl.String,
-        "phone_number_arn": pl.String,
-        "phone_number": pl.String,
-        "flow_id_before": pl.String,
-        "flow_name_before": pl.String,
-        "flow_id": pl.String,
-        "flow_name": pl.String,
-        "outcome": pl.String,
-        "verified": pl.Boolean,
-        "region": pl.String,
-        "account_id": pl.String,
-    }
+    result_schema: ClassVar[dict[str, Any]] = number_schema(
+        flow_id_before=pl.String, flow_name_before=pl.String, flow_id=pl.String,
+        flow_name=pl.String, outcome=pl.String, verified=pl.Boolean)
 
     @classmethod
     def cli_options(cls) -> list[click.Option]:
@@ -211,9 +201,13 @@ class AssociateFlows(Job):
         current = await self._snapshot(ctx, batch, [number for _, number, _ in work])
         before = self._before(ctx, batch, current)
         for item, number, target in work:
-            row = _row(batch, number, item.data.get("phone_number") or e164.get(number),
-                       before[number], flows, target)
-            row["instance_alias"] = alias
+            row = number_row(batch, number, alias=alias,
+                             e164=item.data.get("phone_number") or e164.get(number)) | {
+                "flow_id_before": before[number],
+                "flow_name_before": flows.name_of(before[number]),
+                "flow_id": target.arn if target else None,
+                "flow_name": target.name if target else None,
+            }
             needs_call = _flow_id(current[number]) != (target.id if target else None)
             if self.dry_run:
                 row |= {"outcome": (("would_associate" if target else "would_disassociate")
@@ -343,22 +337,6 @@ def _target(item: Item, flows: Flows, batch: Batch) -> Flow | Failure | None:
             "FlowNameAmbiguous", f"{len(named)} flows are named {value!r} in instance "
             f"{batch.instance_id} ({', '.join(f.id for f in named)}): give the flow's ID"))
     return named[0]
-
-
-def _row(batch: Batch, number: str, e164: str | None, before: str | None, flows: Flows,
-         target: Flow | None) -> dict[str, Any]:
-    return {
-        "instance_id": batch.instance_id,
-        "phone_number_id": number,
-        "phone_number_arn": number_arn(batch, number),
-        "phone_number": e164,
-        "flow_id_before": before,
-        "flow_name_before": flows.name_of(before),
-        "flow_id": target.arn if target else None,
-        "flow_name": target.name if target else None,
-        "region": batch.region,
-        "account_id": batch.account_id,
-    }
 
 
 def _flow_id(arn: str | None) -> str | None:

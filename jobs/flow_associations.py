@@ -32,6 +32,8 @@ from ._numbers import (
     number_arn,
     number_item_columns,
     number_reasons,
+    number_row,
+    number_schema,
 )
 
 RESOURCE_TYPES = ("VOICE_PHONE_NUMBER", "WHATSAPP_MESSAGING_PHONE_NUMBER")
@@ -46,19 +48,8 @@ class FlowAssociations(Job):
     split_codes = frozenset(
         {"ResourceNotFoundException", "InvalidParameterException", "InvalidRequestException"}
     )
-    result_schema: ClassVar[dict[str, Any]] = {
-        "instance_id": pl.String,
-        "instance_alias": pl.String,
-        "phone_number_id": pl.String,
-        "phone_number_arn": pl.String,
-        "phone_number": pl.String,
-        "resource_type": pl.String,
-        "flow_id": pl.String,
-        "flow_name": pl.String,
-        "associated": pl.Boolean,
-        "region": pl.String,
-        "account_id": pl.String,
-    }
+    result_schema: ClassVar[dict[str, Any]] = number_schema(
+        resource_type=pl.String, flow_id=pl.String, flow_name=pl.String, associated=pl.Boolean)
 
     @classmethod
     def commands(cls) -> list[click.Command]:
@@ -122,18 +113,15 @@ class FlowAssociations(Job):
             number_id = ids[item.item_key]
             summary = by_id.get(number_id)
             flow_id = summary.get("FlowId") if summary else None
-            outcomes.append(Success(item, {
-                "instance_id": batch.instance_id,
-                "instance_alias": alias,
-                "phone_number_id": number_id,
-                "phone_number_arn": summary["ResourceId"] if summary else arns[number_id],
-                "phone_number": item.data.get("phone_number") or resolved.e164.get(number_id),
+            number = number_row(
+                batch, number_id, alias=alias,
+                e164=item.data.get("phone_number") or resolved.e164.get(number_id),
+                arn=summary["ResourceId"] if summary else arns[number_id])
+            outcomes.append(Success(item, number | {
                 "resource_type": self.resource_type,
                 "flow_id": flow_id,
                 "flow_name": flows.name_of(flow_id) if flows else None,
                 "associated": summary is not None,
-                "region": batch.region,
-                "account_id": batch.account_id,
             }, answer.attempts))
         return outcomes
 
@@ -142,6 +130,9 @@ JOB = FlowAssociations
 
 
 FINISHED = ("succeeded", "completed_with_failures")
+# Runs whose results say, per number, the flow it points at (``flow_id``): this job's, and a
+# migration's (its verified target).
+DIFFABLE = ("flow-associations", "associate-flows")
 
 
 def diff_report(run_a: Path, run_b: Path, out: Path) -> dict[str, Any]:
@@ -151,9 +142,12 @@ def diff_report(run_a: Path, run_b: Path, out: Path) -> dict[str, Any]:
     for path in (run_a, run_b):
         rundir = RunDir(path)
         run = rundir.read_run()
-        if run.get("job") != FlowAssociations.name:
-            raise UsageError(f"{path}: diff compares flow-associations runs, this is "
-                             f"{run.get('job')}")
+        if run.get("job") not in DIFFABLE:
+            raise UsageError(f"{path}: diff compares flow-associations and associate-flows "
+                             f"runs, this is {run.get('job')}")
+        if run.get("job_options", {}).get("dry_run"):
+            raise UsageError(f"{path}: a dry run changed nothing; its flows are not what the "
+                             "numbers point at")
         if not rundir.results.is_file():
             raise UsageError(f"{path}: no results.parquet yet (resume the run first)")
         summary = rundir.read_summary()
@@ -212,9 +206,9 @@ def diff_runs(before: pl.DataFrame, after: pl.DataFrame) -> tuple[pl.DataFrame, 
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @edge
 def diff(*, run_a: Path, run_b: Path, out_path: Path | None, as_json: bool) -> None:
-    """What changed from flow-associations run A to run B: associations added, removed, and
-    re-pointed (changed), on the numbers both runs have a result for. Exit 1 when either run
-    did not finish."""
+    """What changed from run A to run B (flow-associations, or associate-flows): associations
+    added, removed, and re-pointed (changed), on the numbers both runs have a result for. Exit 1
+    when either run did not finish."""
     report = diff_report(run_a, run_b, out_path or run_b / "diff.parquet")
     counts = report["counts"]
     if as_json:

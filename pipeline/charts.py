@@ -170,29 +170,23 @@ def outcomes(results: pl.DataFrame, failures: pl.DataFrame, summary: dict[str, A
              outcome: pl.Expr, by: str | None = "instance") -> pl.DataFrame:
     """Items per ``by`` (the instance's name, or one row "all") and outcome: the results'
     ``outcome``, failures retryable or not, and (for "all") what is still pending."""
-    aliases = results.select("instance_id", "instance").unique("instance_id")
-    done = results.select(pl.col(by) if by else pl.lit("all").alias("all"),
-                          outcome.alias("outcome"))
-    failed = charts_failures(failures, aliases).select(
-        pl.col("instance") if by else pl.lit("all").alias("all"), "outcome")
     key = by or "all"
-    counts = pl.concat([done.rename({done.columns[0]: key}),
-                        failed.rename({failed.columns[0]: key})])
-    if by is None and summary.get("items_pending"):
-        counts = pl.concat([counts, pl.DataFrame(
-            {key: ["all"] * int(summary["items_pending"]),
-             "outcome": ["pending"] * int(summary["items_pending"])})])
-    wide = counts.group_by(key, "outcome").len().pivot(on="outcome", index=key, values="len")
-    present = [o for o in ORDER if o in wide.columns]
-    present += sorted(c for c in wide.columns if c not in present and c != key)
-    return wide.select(key, *present).fill_null(0).sort(key)
-
-
-def charts_failures(failures: pl.DataFrame, aliases: pl.DataFrame) -> pl.DataFrame:
-    return failures.join(aliases, on="instance_id", how="left").with_columns(
+    group = (pl.col(by) if by else pl.lit("all")).alias(key)
+    names = results.select("instance_id", "instance").unique("instance_id")
+    failed = failures.join(names, on="instance_id", how="left").with_columns(
         pl.coalesce("instance", "instance_id").alias("instance"),
         pl.when(pl.col("retryable")).then(pl.lit("failed, retryable"))
         .otherwise(pl.lit("failed")).alias("outcome"))
+    counts = pl.concat([results.select(group, outcome.alias("outcome")),
+                        failed.select(group, "outcome")]).group_by(key, "outcome").len()
+    if by is None and summary.get("items_pending"):
+        counts = pl.concat([counts, pl.DataFrame(
+            {key: ["all"], "outcome": ["pending"], "len": [int(summary["items_pending"])]},
+            schema=counts.schema)])
+    wide = counts.pivot(on="outcome", index=key, values="len")
+    present = [o for o in ORDER if o in wide.columns]
+    present += sorted(c for c in wide.columns if c not in present and c != key)
+    return wide.select(key, *present).fill_null(0).sort(key)
 
 
 def stacked(ax: Any, frame: pl.DataFrame, label: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .edge import edge, fail
+from .edge import edge, said, say
 from .options import build_options, continue_params, run_options, with_options
 from .sandbox.commands import demo, sandbox
 
@@ -266,25 +266,20 @@ cli.add_command(demo)
 
 
 def entry(args: list[str] | None = None) -> int:
-    """The command line on ``args``; its exit code. Every error is one line (``edge``)."""
+    """The command line on ``args``; its exit code. Every error is one line: a command's own
+    at its edge, and here whatever no edge saw (option parsing, a job that cannot load)."""
     try:
         code = cli.main(args, prog_name="connect-bulk", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except click.exceptions.Abort:
-        return _one_line("interrupted before anything was called", 130)
+        return say("interrupted before anything was called", 130, None)
     except click.ClickException as exc:
         # A usage error is one line too, naming the option; `--help` says the rest.
-        return _one_line(exc.format_message(), exc.exit_code)
+        return say(exc.format_message(), exc.exit_code, None)
+    except BaseException as exc:  # the outermost edge
+        return say(*said(exc), None)
     return code if isinstance(code, int) else 0
-
-
-def _one_line(message: str, code: int) -> int:
-    try:
-        fail(message, code, None)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return code
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-def fail(message: str, code: int, log_format: str | None) -> None:
+def say(message: str, code: int, log_format: str | None) -> int:
+    """Print one error line (JSON with ``ts`` off a TTY), redacted; return ``code``."""
     from datetime import UTC, datetime
 
     from .redact import redact
@@ -30,7 +31,11 @@ def fail(message: str, code: int, log_format: str | None) -> None:
                                "message": message, "exit_code": code}), err=True)
     else:
         click.echo(f"connect-bulk: error: {message}", err=True)
-    sys.exit(code)
+    return code
+
+
+def fail(message: str, code: int, log_format: str | None) -> None:
+    sys.exit(say(message, code, log_format))
 
 
 def edge(func: F) -> F:
@@ -40,36 +45,28 @@ def edge(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, SystemExit):
-                raise
-            _fail_for(_leaf(exc), kwargs.get("log_format"))
+        except SystemExit:
+            raise
+        except BaseException as exc:  # the edge: everything becomes one line
+            fail(*said(exc), kwargs.get("log_format"))
 
     return wrapper  # type: ignore[return-value]
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The first error a task group raised, not the group."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _fail_for(exc: BaseException, log_format: str | None) -> None:
+def said(exc: BaseException) -> tuple[str, int]:
+    """The one line and the exit code for any error (the first of a task group's)."""
     from .errors import ConnectBulkError
 
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
     if isinstance(exc, ConnectBulkError):
-        fail(str(exc), exc.exit_code, log_format)
-    elif isinstance(exc, KeyboardInterrupt):
-        fail(f"interrupted ({exc}) before anything was called", 130, log_format)
-    elif isinstance(exc, OSError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted ({exc}) before anything was called", 130
+    if isinstance(exc, OSError):
         # What no code path expected (a disk that went away, a full one before the run
         # directory existed): still one line, named.
         where = f" {exc.filename}" if exc.filename else ""
-        fail(f"cannot read or write{where}: {exc.strerror or exc}", 2, log_format)
-    elif isinstance(exc, SystemExit):
-        raise exc
-    else:  # a bug: still one line, never a traceback
-        fail(f"internal error, please report it: {type(exc).__name__}: {exc}", 3, log_format)
-
-
+        return f"cannot read or write{where}: {exc.strerror or exc}", 2
+    # a bug, or a broken install: still one line, never a traceback
+    return f"internal error, please report it: {type(exc).__name__}: {exc}", 3

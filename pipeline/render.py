@@ -29,10 +29,9 @@ def closing_line(summary: dict[str, Any], note: str) -> str:
     return f"{text}; {note}" if note else text
 
 
-def summary_lines(summary: dict[str, Any], rundir: RunDir) -> list[str]:
-    lines = [
-        f"{summary['state']} in {summary['elapsed_s']}s",
-        *([f"  stopped  {summary['note']}"] if summary.get("note") else []),
+def _counts(summary: dict[str, Any]) -> list[str]:
+    """Items, rows and calls, as the closing report and ``status`` both show them."""
+    lines = [] if "items_total" not in summary else [
         f"  items    {summary['items_total']}: {summary['items_succeeded']} succeeded, "
         f"{summary['items_failed']} failed, {summary['items_pending']} pending"
         + (f", {summary['items_warned']} with warnings" if summary.get("items_warned") else ""),
@@ -40,7 +39,16 @@ def summary_lines(summary: dict[str, Any], rundir: RunDir) -> list[str]:
         f"{summary['rows_duplicate']} duplicates"
         + (f" ({summary['rows_blank']} blank rows skipped)" if summary.get("rows_blank") else ""),
     ]
-    lines += [f"  calls    {op}: {_calls(c)}" for op, c in summary["calls"].items()]
+    return lines + [f"  calls    {op}: {_calls(c)}"
+                    for op, c in (summary.get("calls") or {}).items()]
+
+
+def summary_lines(summary: dict[str, Any], rundir: RunDir) -> list[str]:
+    lines = [
+        f"{summary['state']} in {summary['elapsed_s']}s",
+        *([f"  stopped  {summary['note']}"] if summary.get("note") else []),
+        *_counts(summary),
+    ]
     lines += [
         f"  results  {rundir.results}",
         f"  failures {rundir.failures}",
@@ -73,14 +81,7 @@ def status_lines(summary: dict[str, Any]) -> list[str]:
         f"{summary.get('run_id')}  {summary.get('job')}  {summary.get('state')}",
         f"  input    {summary['input']['path']} ({summary['input']['rows']} rows)",
     ]
-    if "items_total" in summary:
-        lines += [
-            f"  items    {summary['items_total']} total: {summary['items_succeeded']} "
-            f"succeeded, {summary['items_failed']} failed, {summary['items_pending']} pending",
-            f"  rows     {summary['rows_rejected']} rejected, {summary['rows_duplicate']} "
-            "duplicate",
-        ]
-    lines += [f"  calls    {op}: {_calls(c)}" for op, c in (summary.get("calls") or {}).items()]
+    lines += _counts(summary)
     if summary.get("started_at"):
         lines.append(f"  timing   started {summary['started_at']}, finished "
                      f"{summary.get('finished_at') or '-'}, {summary.get('elapsed_s')}s "

@@ -69,10 +69,7 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
             max_results=params.get("MaxResults"),
             next_token=params.get("NextToken"),
         )
-        result: dict[str, Any] = {"ListPhoneNumbersSummaryList": [n.summary() for n in numbers]}
-        if token:
-            result["NextToken"] = token
-        return json.dumps(result)
+        return _page("ListPhoneNumbersSummaryList", [n.summary() for n in numbers], token)
 
     def create_contact_flow(self) -> str:
         params = self.validated()
@@ -97,10 +94,7 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
             max_results=params.get("MaxResults"),
             next_token=params.get("NextToken"),
         )
-        result: dict[str, Any] = {"ContactFlowSummaryList": [f.summary() for f in flows]}
-        if token:
-            result["NextToken"] = token
-        return json.dumps(result)
+        return _page("ContactFlowSummaryList", [f.summary() for f in flows], token)
 
     def associate_phone_number_contact_flow(self) -> str:
         params = self.validated()
@@ -135,12 +129,12 @@ class ConnectSandboxResponse(ValidatingResponse, BaseResponse):
             max_results=params.get("MaxResults"),
             next_token=params.get("NextToken"),
         )
-        result: dict[str, Any] = {
-            "FlowAssociationSummaryList": [n.association() for n in numbers]
-        }
-        if token:
-            result["NextToken"] = token
-        return json.dumps(result)
+        return _page("FlowAssociationSummaryList", [n.association() for n in numbers], token)
+
+
+def _page(key: str, entries: list[dict[str, Any]], token: str | None) -> str:
+    """One page of a listing, as AWS answers it: the entries, and the token of the next."""
+    return json.dumps({key: entries} | ({"NextToken": token} if token else {}))
 
 
 # Paths are moto's url_paths syntax ("{0}" is the service's URL base).

@@ -226,17 +226,28 @@ def measure(sandbox: Sandbox, target: int, run: Callable[[], None]) -> dict[str,
 # -- scenarios --------------------------------------------------------------------------------
 
 def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
-    sandbox = Sandbox("--quota", f"{OP}={rate:g}", "--latency-ms", "50")
+    """Against a quota of R/s with burst 2.5 R and 50 ms latency: every setting a user may
+    pick, two runs sharing the quota, and what users write instead."""
+    burst = 2.5 * rate
+    sandbox = Sandbox("--quota", f"{OP}={rate:g}/{burst:g}", "--latency-ms", "50")
     try:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
         path = write_input(Path(tempfile.mkdtemp()) / "in.csv",
                            [(arn, ids) for arn, ids in world])
         n = len(batches(world))
         runs = {
-            f"connect-bulk --rate {rate:g}": lambda: run_connect_bulk(
+            f"`--rate {rate:g} --burst {burst:g}` (told the truth)": lambda: run_connect_bulk(
+                sandbox, path, "--rate", f"{rate:g}", "--burst", f"{burst:g}"),
+            f"`--rate {rate:g}` (default burst)": lambda: run_connect_bulk(
                 sandbox, path, "--rate", f"{rate:g}"),
-            f"connect-bulk --rate {5 * rate:g} (adaptive)": lambda: run_connect_bulk(
+            f"`--rate {5 * rate:g}` (5x over, default burst)": lambda: run_connect_bulk(
                 sandbox, path, "--rate", f"{5 * rate:g}"),
+            f"`--rate {5 * rate:g} --burst {5 * burst:g}` (5x over, proportional burst)":
+                lambda: run_connect_bulk(sandbox, path, "--rate", f"{5 * rate:g}",
+                                         "--burst", f"{5 * burst:g}"),
+            f"two runs sharing the quota, each `--rate {rate:g} --burst {burst:g}`":
+                lambda: run_neighbours(sandbox, world, "--rate", f"{rate:g}",
+                                       "--burst", f"{burst:g}"),
             "boto3, sequential loop": lambda: run_sequential_boto3(sandbox, batches(world)),
             "boto3, 16 threads, adaptive retry mode": lambda: run_threads_adaptive(
                 sandbox, batches(world)),
@@ -249,6 +260,34 @@ def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
                          f"{figures['throttled']:.1%}", f"{int(figures['made'])}"])
     finally:
         sandbox.stop()
+    aws_default(rows)
+
+
+def aws_default(rows: list[list[str]], calls: int = 60) -> None:
+    """AWS's documented default quota, 2/s burst 5, 100 ms latency, default options."""
+    sandbox = Sandbox("--quota", f"{OP}=2/5", "--latency-ms", "100")
+    try:
+        world = sandbox.world(instances=calls // 30, per_instance=3000)
+        path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
+        figures = measure(sandbox, len(batches(world)), lambda: run_connect_bulk(sandbox, path))
+        rows.append(["AWS default quota 2/s burst 5, 100 ms, default options",
+                     f"{figures['rate']:.2f}", f"{figures['rate'] / 2:.3f}",
+                     f"{figures['throttled']:.1%}", f"{int(figures['made'])}"])
+    finally:
+        sandbox.stop()
+
+
+def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]], *args: str) -> None:
+    """Two runs at once on one quota, each over half of the world."""
+    half = len(world) // 2
+    paths = [write_input(Path(tempfile.mkdtemp()) / "in.csv", part)
+             for part in (world[:half], world[half:])]
+    threads = [threading.Thread(target=run_connect_bulk, args=(sandbox, p, *args))
+               for p in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, float]:

@@ -107,9 +107,25 @@ def test_dry_run_predicts_the_run_and_rollback_restores_the_world(
     plan = read(run_dir / "rollback.parquet")
     assert plan.height == changed
     assert set(plan.columns) == {"instance_id", "phone_number", "flow"}
+    # diff reads a migration as it reads flow-associations runs: what each number points at.
+    diffed = run_cli("diff", str(dry_dir), str(run_dir), "--json")
+    assert diffed.returncode == 2  # a dry run's flows were never applied: not comparable
+    calls = sandbox.stats()["calls"][ASSOCIATE]
+    preview = run_cli("rollback", str(run_dir), "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    assert _state(sandbox, world) == target  # the preview changed nothing
+    assert sandbox.stats()["calls"][ASSOCIATE] == calls
+    predicted_back = read(tmp_path / "out" / "migrate-rollback-dry-run" / "results.parquet")
+    assert set(predicted_back["outcome"]) <= {"would_associate", "would_disassociate"}
+    assert predicted_back.height == changed
     rolled = run_cli("rollback", str(run_dir), "--yes")
     assert rolled.returncode == 0, rolled.stderr
     assert _state(sandbox, world) == before  # exactly: disassociated where there was none
+    back = run_cli("diff", str(run_dir), str(tmp_path / "out" / "migrate-rollback"), "--json")
+    assert back.returncode == 0, back.stderr
+    undone = json.loads(back.stdout)
+    assert undone["changed"] + undone["removed"] == changed
+    assert undone["not_compared"] == 16 - changed  # the unchanged ones had no rollback
     again = json.loads((tmp_path / "out" / "migrate-rollback" / "summary.json").read_text())
     assert (again["items_total"], again["items_succeeded"]) == (changed, changed)
 
@@ -168,8 +184,12 @@ def test_unknown_and_ambiguous_names_and_conflicting_rows(sandbox: Sandbox,
     assert "rows 3, 4" in rejects[3] and "rows 3, 4" in rejects[4]
     assert "--allow-disassociate" in rejects[6]
     assert (summary["items_succeeded"], summary["rows_rejected"]) == (1, 3)
-    assert _state(sandbox, world)[n[3].arn] == n[1].flow_arn  # numbers 1 and 3: "Flow 1"
-    assert read(run_dir / "results.parquet")["flow_name"].to_list() == ["Flow 1"]
+    # Number 3 already pointed at "Flow 1": found so, verified, and not called.
+    (done,) = read(run_dir / "results.parquet").iter_rows(named=True)
+    assert (done["phone_number_id"], done["flow_name"], done["outcome"], done["verified"]) == (
+        n[3].id, "Flow 1", "unchanged", True)
+    assert done["flow_id_before"] == done["flow_id"] == n[3].flow_arn
+    assert summary["calls"].get(ASSOCIATE) is None
 
 
 def test_a_quota_below_the_rate_still_puts_every_number_on_its_target(

@@ -48,3 +48,15 @@ def test_without_the_sandbox_extra_its_commands_say_so_in_one_line(
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert "pip install 'connect-bulk[sandbox]'" in json.loads(line)["message"]
+
+
+def test_a_broken_install_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # polars made unimportable: the jobs cannot load, outside any command's own error edge.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['polars'] = None\n")
+    for command in (["jobs"], ["run", "flow-associations", "--help"]):
+        result = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=60,
+                                env=cli_env(PYTHONPATH=str(tmp_path)), stdin=subprocess.DEVNULL)
+        assert result.returncode == 3, command
+        assert "Traceback" not in result.stderr
+        (line,) = result.stderr.splitlines()
+        assert "polars" in json.loads(line)["message"]
