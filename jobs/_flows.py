@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
 from connect_bulk.pipeline.job import Batch, Context
 
 from ._listing import noted_listing
@@ -42,26 +41,9 @@ class Flows:
         return flow.name if flow else None
 
 
-class FlowDirectory:
-    """``ListContactFlows`` once per instance and run; concurrent batches of one instance wait
-    for one listing."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, anyio.Lock] = {}
-        self._flows: dict[str, Flows] = {}
-
-    async def of(self, ctx: Context, batch: Batch) -> Flows:
-        key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
-        if key in self._flows:
-            return self._flows[key]
-        async with self._locks.setdefault(key, anyio.Lock()):
-            if key not in self._flows:
-                self._flows[key] = Flows.of(await self._list(ctx, batch))
-        return self._flows[key]
-
-    @staticmethod
-    async def _list(ctx: Context, batch: Batch) -> list[Flow]:
-        pages = await noted_listing(ctx, batch, "ListContactFlows", lambda data: [
-            [f["Id"].lower(), f["Arn"], f["Name"]]
-            for f in data.get("ContactFlowSummaryList", [])])
-        return [Flow(*entry) for page in pages for entry in page]
+async def list_flows(ctx: Context, batch: Batch) -> Flows:
+    """The batch's instance's flows: ``ListContactFlows``, every page (use through
+    ``PerInstance``: once per instance and run)."""
+    pages = await noted_listing(ctx, batch, "ListContactFlows", lambda data: [
+        [f["Id"].lower(), f["Arn"], f["Name"]] for f in data.get("ContactFlowSummaryList", [])])
+    return Flows.of([Flow(*entry) for page in pages for entry in page])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import polars as pl
 from connect_bulk.pipeline.errors import ClientFault
 from connect_bulk.pipeline.job import Batch, Column, Context
@@ -58,41 +57,21 @@ def first_reason(*rules: tuple[pl.Expr, pl.Expr]) -> pl.Expr:
     return result
 
 
-class InstanceAliases:
-    """The alias an administrator knows an instance by (``DescribeInstance``), once per
-    instance and run, noted for resume. An instance that cannot be described (gone, or not
-    allowed) has none: the alias names things, it never fails an item."""
-
-    KIND = "instance-alias"
-
-    def __init__(self) -> None:
-        self._aliases: dict[str, str | None] = {}
-        self._locks: dict[str, anyio.Lock] = {}
-
-    async def of(self, ctx: Context, batch: Batch) -> str | None:
-        key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
-        if key in self._aliases:
-            return self._aliases[key]
-        async with self._locks.setdefault(key, anyio.Lock()):
-            if key not in self._aliases:
-                noted = ctx.notes.get(self.KIND, key)
-                if noted is None:
-                    noted = {"alias": await self._describe(ctx, batch)}
-                    ctx.notes.put(self.KIND, key, noted)
-                self._aliases[key] = noted["alias"]
-        return self._aliases[key]
-
-    def known(self, batch: Batch) -> str | None:
-        """The alias ``of`` found for the batch's instance."""
-        return self._aliases.get(f"{batch.account_id}/{batch.region}/{batch.instance_id}")
-
-    @staticmethod
-    async def _describe(ctx: Context, batch: Batch) -> str | None:
+async def describe_alias(ctx: Context, batch: Batch) -> str | None:
+    """The alias an administrator knows the instance by (``DescribeInstance``), noted for
+    resume (use through ``PerInstance``: once per instance and run). An instance that cannot
+    be described (gone, or not allowed) has none: the alias names things, it never fails an
+    item."""
+    key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
+    noted = ctx.notes.get("instance-alias", key)
+    if noted is None:
         try:
             answer = await ctx.aws.call("connect", "DescribeInstance", region=batch.region,
                                         account=batch.account_id, InstanceId=batch.instance_id,
                                         expected=frozenset({"ResourceNotFoundException"}))
+            alias = answer.data.get("Instance", {}).get("InstanceAlias")
         except ClientFault:
-            return None
-        alias = answer.data.get("Instance", {}).get("InstanceAlias")
-        return str(alias) if alias else None
+            alias = None
+        noted = {"alias": str(alias) if alias else None}
+        ctx.notes.put("instance-alias", key, noted)
+    return noted["alias"]  # type: ignore[no-any-return]

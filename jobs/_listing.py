@@ -1,19 +1,57 @@
-"""A per-instance Connect listing, every page, each noted in the run directory as it comes (with
-the token of the next), so that a killed listing goes on where it was and a resumed run does not
-list again. Shared by the phone number and the contact flow directories."""
+"""Per-instance look-ups, shared by the jobs: made once per instance and run (``PerInstance``),
+and listings read page by page, each page noted in the run directory as it comes (with the token
+of the next), so that a killed listing goes on where it was and a resumed run does not list
+again (``noted_listing``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
+import anyio
+from connect_bulk.pipeline.errors import ClientFault
 from connect_bulk.pipeline.job import Batch, Context
+
+T = TypeVar("T")
+
+
+def instance_key(batch: Batch) -> str:
+    return f"{batch.account_id}/{batch.region}/{batch.instance_id}"
+
+
+class PerInstance(Generic[T]):
+    """``look_up`` made once per instance and run: concurrent batches of one instance wait for
+    one; a refusal (an instance that is not there) is kept too, so that a batch split in halves
+    does not ask again for every half."""
+
+    def __init__(self, look_up: Callable[[Context, Batch], Awaitable[T]]) -> None:
+        self._look_up = look_up
+        self._done: dict[str, tuple[T | None, ClientFault | None]] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+
+    async def of(self, ctx: Context, batch: Batch) -> T:
+        key = instance_key(batch)
+        if key not in self._done:
+            async with self._locks.setdefault(key, anyio.Lock()):
+                if key not in self._done:
+                    try:
+                        self._done[key] = (await self._look_up(ctx, batch), None)
+                    except ClientFault as error:
+                        self._done[key] = (None, error)
+        value, refused = self._done[key]
+        if refused is not None:
+            raise refused
+        return value  # type: ignore[return-value]
+
+    def known(self, batch: Batch) -> T | None:
+        """What ``of`` found for the batch's instance, if it has looked."""
+        return self._done.get(instance_key(batch), (None, None))[0]
 
 
 async def noted_listing(ctx: Context, batch: Batch, operation: str,
                         entries: Callable[[dict[str, Any]], Any]) -> list[Any]:
     """The ``entries`` of every page of ``operation`` for the batch's instance, in order."""
-    key = f"{operation}/{batch.account_id}/{batch.region}/{batch.instance_id}"
+    key = f"{operation}/{instance_key(batch)}"
     pages: list[Any] = []
     token = None
     while True:

@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import polars as pl
 from connect_bulk.pipeline.errors import ClientFault
 from connect_bulk.pipeline.job import Batch, Column, Context, Failure, Item, Outcome
 
 from ._instances import PARTITION, UUID, instance_reasons, normalize_instances, partition_of
-from ._listing import noted_listing
+from ._listing import PerInstance, noted_listing
 
 NUMBER_ARN = (
     rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):"
@@ -129,13 +128,12 @@ class NumberDirectory:
     """E.164 numbers to IDs, per instance: ``ListPhoneNumbersV2`` once per instance and run."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, anyio.Lock] = {}
-        self._directories: dict[str, Directory] = {}
+        self._directories = PerInstance(self._list)
 
     async def resolve(self, ctx: Context, batch: Batch) -> Resolved:
         if not any(item.item_key.startswith("+") for item in batch.items):
             return Resolved({item.item_key: item.item_key for item in batch.items}, {}, [])
-        directory = await self._of(ctx, batch)
+        directory = await self._directories.of(ctx, batch)
         ids: dict[str, str] = {}
         failures: list[Outcome] = []
         for item in batch.items:
@@ -147,24 +145,14 @@ class NumberDirectory:
                 failures.append(not_claimed(item, batch))
         return Resolved(ids, directory.by_id, failures)
 
-    async def _of(self, ctx: Context, batch: Batch) -> Directory:
-        key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
-        if key in self._directories:
-            return self._directories[key]
-        async with self._locks.setdefault(key, anyio.Lock()):
-            if key not in self._directories:
-                listing = await self._list(ctx, batch)
-                self._directories[key] = Directory(
-                    by_e164=listing, by_id={entry[0]: e164 for e164, entry in listing.items()})
-        return self._directories[key]
-
     @staticmethod
-    async def _list(ctx: Context, batch: Batch) -> dict[str, list[str]]:
-        """E.164 -> [ID, ARN] of the instance's claimed numbers, every page."""
+    async def _list(ctx: Context, batch: Batch) -> Directory:
+        """The instance's claimed numbers both ways, every page."""
         pages = await noted_listing(ctx, batch, "ListPhoneNumbersV2", lambda data: {
             number["PhoneNumber"]: [number["PhoneNumberId"].lower(), number["PhoneNumberArn"]]
             for number in data.get("ListPhoneNumbersSummaryList", [])})
-        return {e164: entry for page in pages for e164, entry in page.items()}
+        by_e164 = {e164: entry for page in pages for e164, entry in page.items()}
+        return Directory(by_e164, {entry[0]: e164 for e164, entry in by_e164.items()})
 
 
 def not_claimed(item: Item, batch: Batch) -> Failure:

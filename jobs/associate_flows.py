@@ -49,8 +49,9 @@ from connect_bulk.pipeline.job import (
 from connect_bulk.pipeline.options import job_option
 from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
-from ._flows import Flow, FlowDirectory, Flows
-from ._instances import INSTANCE_COLUMN, PARTITION, UUID, InstanceAliases, first_reason
+from ._flows import Flow, Flows, list_flows
+from ._instances import INSTANCE_COLUMN, PARTITION, UUID, describe_alias, first_reason
+from ._listing import PerInstance
 from ._numbers import (
     NUMBER_COLUMN,
     NumberDirectory,
@@ -115,8 +116,8 @@ class AssociateFlows(Job):
         self.dry_run = bool(self.options["dry_run"])
         self.allow_disassociate = bool(self.options["allow_disassociate"])
         self._numbers = NumberDirectory()
-        self._flows = FlowDirectory()
-        self._aliases = InstanceAliases()
+        self._flows = PerInstance(list_flows)
+        self._aliases = PerInstance(describe_alias)
 
     @property
     def changes_state(self) -> bool:

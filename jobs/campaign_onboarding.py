@@ -50,11 +50,12 @@ from connect_bulk.pipeline.options import job_option
 
 from ._instances import (
     INSTANCE_COLUMN,
-    InstanceAliases,
+    describe_alias,
     first_reason,
     instance_reasons,
     normalize_instances,
 )
+from ._listing import PerInstance
 
 KMS_ARN = (
     r"^arn:(?:aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b):kms:[a-z0-9-]+:\d{12}:"
@@ -144,7 +145,7 @@ class CampaignOnboarding(Job):
         self.reset_failed = bool(options["reset_failed"])
         api = options["campaigns_api"]
         self.service = "connectcampaignsv2" if api == "v2" else "connectcampaigns"
-        self._aliases = InstanceAliases()
+        self._aliases = PerInstance(describe_alias)
 
     def describe(self, items: pl.DataFrame) -> list[str]:
         keys = items.group_by("kms_key_arn").len().sort("len", descending=True)

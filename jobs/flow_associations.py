@@ -18,13 +18,14 @@ from typing import Any, ClassVar
 import click
 import polars as pl
 from connect_bulk.pipeline.edge import edge
-from connect_bulk.pipeline.errors import UsageError
+from connect_bulk.pipeline.errors import ClientFault, UsageError
 from connect_bulk.pipeline.job import Batch, Context, Job, Normalized, Outcome, Success
 from connect_bulk.pipeline.options import job_option
 from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
-from ._flows import FlowDirectory
-from ._instances import INSTANCE_COLUMN, InstanceAliases, first_reason
+from ._flows import Flows, list_flows
+from ._instances import INSTANCE_COLUMN, describe_alias, first_reason
+from ._listing import PerInstance
 from ._numbers import (
     NUMBER_COLUMN,
     NumberDirectory,
@@ -72,8 +73,18 @@ class FlowAssociations(Job):
         self.resource_type = str(self.options["resource_type"])
         self.flow_names = bool(self.options["flow_names"])
         self._numbers = NumberDirectory()
-        self._flows = FlowDirectory()
-        self._aliases = InstanceAliases()
+        self._flows = PerInstance(list_flows)
+        self._aliases = PerInstance(describe_alias)
+
+    async def _flow_names(self, ctx: Context, batch: Batch) -> Flows | None:
+        """The instance's flows, for their names; a listing refused (no such instance, not
+        allowed) leaves the names empty, it fails no number: BatchGetFlowAssociation answers."""
+        if not self.flow_names:
+            return None
+        try:
+            return await self._flows.of(ctx, batch)
+        except ClientFault:
+            return None
 
     def calls_per_instance(self) -> dict[str, float]:
         return {"DescribeInstance": 1.0} | ({"ListContactFlows": 1.0} if self.flow_names else {})
@@ -93,7 +104,7 @@ class FlowAssociations(Job):
             return outcomes
         # Names first: a stop during a look-up then loses no answered call.
         alias = await self._aliases.of(ctx, batch)
-        flows = await self._flows.of(ctx, batch) if self.flow_names else None
+        flows = await self._flow_names(ctx, batch)
         # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
         # built from the instance's partition, region and account where the input gave an ID.
         arns = {number_id: number_arn(batch, number_id) for number_id in ids.values()}

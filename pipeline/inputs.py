@@ -170,9 +170,10 @@ def read_input(path: Path, columns: tuple[Column, ...]) -> InputTable:
         pl.col(f"__in__{name}").is_null() | (pl.col(f"__in__{name}").str.strip_chars() == "")
         for name in frame.columns
     )
-    rows = table.height
-    table = table.filter(~blank)
-    return InputTable(table, tuple(frame.columns), mapping, digest, rows - table.height)
+    blanks = int(table.select(blank.sum()).item())
+    if blanks:  # a filter copies every column: only when there is something to drop
+        table = table.filter(~blank)
+    return InputTable(table, tuple(frame.columns), mapping, digest, blanks)
 
 
 def inert(column: pl.Expr) -> pl.Expr:

@@ -272,3 +272,21 @@ def test_when_the_callers_account_cannot_be_known_the_run_aborts(
     assert summary["items_pending"] == 5
     sandbox.faults(error_rate=0.0)
     assert run_cli("resume", str(run_dir)).returncode == 0
+
+
+def test_an_instance_that_is_not_there_is_looked_up_once_however_its_batch_splits(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    unknown = "arn:aws:connect:us-east-1:123456789012:instance/00000000-0000-4000-8000-0000000000ff"
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
+                     [[unknown, f"00000000-0000-4000-8000-{i:012d}"] for i in range(8)])
+    result = run_cli("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
+                     "--out", str(tmp_path / "out"), "--run-id", "r")
+    assert result.returncode == 1, result.stderr
+    failures = read(tmp_path / "out" / "r" / "failures.parquet")
+    assert failures.height == 8
+    assert set(failures["error_code"]) == {"ResourceNotFoundException"}
+    calls = sandbox.stats()["calls"]
+    # the batch of 8 is split down to single numbers; the look-ups are not made again
+    assert (calls["DescribeInstance"], calls["ListContactFlows"]) == (1, 1)
+    assert calls["BatchGetFlowAssociation"] == split_calls(8, set(range(8)))
