@@ -32,6 +32,7 @@ from .errors import (
     Throttled,
     UsageError,
 )
+from .learned import LearnedRates
 from .limits import AdaptiveRate, Backoff
 from .redact import remember
 
@@ -66,6 +67,8 @@ class AwsSettings:
     read_timeout_s: float = 60.0
     #: role to assume for instances in other accounts than the caller's ("{account}" filled in)
     role_arn_template: str | None = None
+    #: where learned rates are kept across runs (``learned``); None: the user's cache
+    state_dir: str | None = None
 
 
 def _method(operation: str) -> str:
@@ -84,6 +87,7 @@ class Caller:
         self.backoff = backoff or Backoff()
         self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
         self._limiters: dict[tuple[str, str, str], AdaptiveRate] = {}
+        self._learned = LearnedRates(settings.state_dir, settings.endpoint_url)
         self._slots = anyio.CapacityLimiter(settings.concurrency)
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._sessions: dict[str, Any] = {}
@@ -208,9 +212,16 @@ class Caller:
         key = (operation, account, region)
         if key not in self._limiters:
             self._limiters[key] = AdaptiveRate(
-                self.settings.rate, self.settings.burst, adaptive=self.settings.adaptive
+                self.settings.rate, self.settings.burst, adaptive=self.settings.adaptive,
+                learned=self._learned.get(key) if self.settings.adaptive else None,
             )
         return self._limiters[key]
+
+    def keep_learned(self) -> None:
+        """Keep what the limiters learned for the next run (raises ``OSError``)."""
+        learned = {key: value for key, limiter in self._limiters.items()
+                   if key[1] != "caller" and (value := limiter.learned()) is not None}
+        self._learned.save(learned)
 
     async def account(self, region: str) -> str:
         """The caller's account, asked of STS once per run."""
@@ -286,7 +297,7 @@ class Caller:
                     raise
                 error: CallError = mapped
             else:
-                limiter.on_success()
+                limiter.on_success(sent_at)
                 data.pop("ResponseMetadata", None)
                 return Answer(data, attempt)
             finally:

@@ -163,7 +163,19 @@ async def _run_async(
                     return caller.stats_json()
             await _engine_run(job, options, journal, events, pending, deadline, report, stop,
                               caller)
+        _keep_learned(caller, events)
         return caller.stats_json()
+
+
+def _keep_learned(caller: Caller, events: EventLog) -> None:
+    """The rates learned, for the next run against the same quotas: a hint, so a state
+    directory that cannot be written is a warning."""
+    try:
+        caller.keep_learned()
+    except OSError as exc:
+        events.emit("state_not_kept", level="warning",
+                    message=f"learned rates not kept: {exc.strerror or exc}"
+                            f"{f' ({exc.filename})' if exc.filename else ''}")
 
 
 async def _engine_run(job: Job, options: RunOptions, journal: Journal, events: EventLog,

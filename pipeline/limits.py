@@ -1,10 +1,27 @@
 """Rate limiting and backoff.
 
-``AdaptiveRate`` is aiolimiter's leaky bucket whose rate moves: a throttle cuts it to the rate
-the service has been granting (measured, as BBR measures delivery rate rather than guessing:
-https://queue.acm.org/detail.cfm?id=3022184), and successes probe slowly back up towards the
-ceiling, never above: the decrease-fast, increase-slow shape of TCP's congestion control
-(https://www.rfc-editor.org/rfc/rfc5681) and of the AWS SDKs' adaptive retry mode.
+``AdaptiveRate`` paces the calls of one (operation, account, region) with aiolimiter's leaky
+bucket and moves the bucket's rate as the service answers:
+
+- **Measure the grant, don't guess it** (as BBR measures delivery rate rather than inferring it
+  from loss: https://queue.acm.org/detail.cfm?id=3022184). A throttle says the service's token
+  bucket was empty when the call arrived. Between two throttles every token the service made was
+  spent, so the calls sent between them that succeeded, over the time between them, are exactly
+  the rate the service grants this client (its share of it when a neighbour spends the same
+  quota), whatever the quota's burst. A throttle cuts the rate to ``MARGIN`` under that measured
+  grant; without a measurement (the first throttle, or two too close together to count) it cuts
+  by ``BETA``.
+- **Recover with CUBIC's shape** (RFC 9438, https://www.rfc-editor.org/rfc/rfc9438, the curve the
+  AWS SDKs' adaptive retry mode uses): ``W(t) = W_max + C (t - K)^3``: concave back to the last
+  grant ``W_max`` within ``K`` seconds, a plateau there, then convex probing above it, slowly at
+  first, so that one throttle at the edge of the quota costs little and a quota that grew (a
+  neighbour left) is found again.
+- **Start slow** (TCP's slow start, RFC 5681): from ``START_RATE`` (or the ceiling when lower),
+  doubling every second of successes until the first throttle or the ceiling. A run that knows
+  the rate an earlier run learned starts from it instead (``Learned``), never above the ceiling.
+- **The bucket never outruns the grant**: while adapting it holds at most a second of the current
+  rate, and a cut empties it, so after a throttle nothing goes out faster than the measured rate
+  whatever ``--burst`` says.
 
 Backoff is exponential with full jitter:
 https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
@@ -12,12 +29,14 @@ https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import anyio
 from aiolimiter import AsyncLimiter
 
 
@@ -29,22 +48,32 @@ class RateStatistics:
     increases: int
 
 
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """What a run learned of a quota: the grant it measured (``measured``), or the highest rate
+    that held without a measurement."""
+
+    rate: float
+    measured: bool
+
+
 class AdaptiveRate:
-    """A limiter per (operation, account, region).
+    """A limiter per (operation, account, region); see the module's docstring."""
 
-    It starts at twice the burst a second and doubles every second of successes (slow start)
-    until the first throttle. A throttle of a call sent after the last cut (the calls already in
-    flight when the rate was cut answer with the same throttle and say nothing new) halves the
-    rate, or drops it to a little under what the service has been granting over the last
-    ``WINDOW_S`` seconds if that is lower. Successes then grow it by ``INCREASE_PER_S`` of itself
-    every second, probing slowly back towards the ceiling, never above.
-    """
-
-    DECREASE = 0.5
-    BELOW_MEASURED = 0.95
-    INCREASE_PER_S = 0.06
-    WINDOW_S = 2.0
-    FLOOR_SHARE = 0.02  # never below this share of the ceiling
+    START_RATE = 10.0
+    MARGIN = 0.03  # a measured cut goes this share under the grant
+    BETA = 0.7  # a cut without a measurement keeps this share of the rate
+    SLOW_START_BETA = 0.5  # ... or, in slow start, the rate of a second ago
+    K_MEASURED_S = 4.0  # seconds back to a measured grant, then probing above it
+    K_BLIND_S = 2.0  # seconds back to the rate a blind cut left
+    MIN_SAMPLES = 20  # successes between two throttles to measure the grant
+    HORIZON_S = 60.0  # how far back a measurement may reach
+    BURST_S = 1.0  # while adapting the bucket holds at most this many seconds of the rate
+    RETUNE = 0.01  # a rise of less than this share keeps the bucket (a cut always retunes)
+    FLOOR_SHARE = 0.02  # never below this share of the ceiling ...
+    FLOOR_MAX = 1.0  # ... or one call a second, whichever is lower
+    JITTER = 0.5  # a paced call leaves up to this share of its interval late ...
+    JITTER_BELOW = 200.0  # ... below this rate
 
     def __init__(
         self,
@@ -52,109 +81,190 @@ class AdaptiveRate:
         burst: float,
         *,
         adaptive: bool = True,
+        learned: Learned | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ceiling <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.ceiling = ceiling
+        self.burst = burst
         self.adaptive = adaptive
         self._clock = clock
-        # Slow start, as TCP's: begin at twice the burst a second and double every second of
-        # successes until the first throttle, so a ceiling far above the quota overshoots it by
-        # one round of calls, not by the whole ceiling.
-        start = min(ceiling, 2 * burst) if adaptive else ceiling
-        self.burst = burst
-        self._limiter = AsyncLimiter(burst, burst / start)
-        self._tuned = start  # the rate self._limiter drips at
-        self._carry = 0.0  # the old bucket's level, to be taken from the new one
+        now = clock()
+        self._rate = ceiling
+        self._slow_start = False
+        self._throttled = False
+        self._grant: float | None = None  # the last measured grant
+        self._cut_at = -1e9  # when the rate was last cut (calls sent before say nothing new)
+        self._epoch = -1e9  # where the curve's time starts
+        self._w_max = ceiling
+        self._k = 0.0
+        self._c = 0.0
+        if not adaptive:
+            start = ceiling
+        elif learned is not None and learned.measured:
+            self._start_below(min(ceiling, learned.rate), now)
+            self._grant = min(ceiling, learned.rate)
+            self._throttled = True
+            start = self._rate
+        else:
+            held = learned.rate if learned is not None else 0.0
+            start = min(ceiling, max(self.START_RATE, held))
+            self._slow_start = start < ceiling
         self._rate = start
-        self._slow_start = adaptive and start < ceiling
-        self._last_decrease = -1e9
+        self._successes: list[float] = []  # send times of the calls that succeeded, sorted
+        self._throttles: list[float] = []  # send times of the calls that were throttled
+        self._peak = 0.0  # the highest success rate over a second so far
         self._decreases = 0
         self._increases = 0
-        self._successes: deque[float] = deque()
-        self._started = clock()
+        size = self._size(start)
+        self._limiter = AsyncLimiter(size, size / start)
+        self._tuned = start  # the rate self._limiter drips at
+        self._carry = size if self._throttled else 0.0  # the old bucket's level, to be taken
+
+    def _start_below(self, grant: float, now: float) -> None:
+        """Rate ``MARGIN`` under ``grant``, CUBIC's curve back to it in ``K_MEASURED_S``."""
+        self._rate = grant * (1 - self.MARGIN)
+        self._curve(grant, self._rate, self.K_MEASURED_S, now)
+
+    def _curve(self, w_max: float, start: float, k: float, now: float) -> None:
+        self._w_max, self._k, self._cut_at, self._epoch = w_max, k, now, now
+        self._c = max(w_max - start, 1e-9 * w_max) / k**3
 
     @property
     def rate(self) -> float:
         return self._rate
+
+    def _size(self, rate: float) -> float:
+        """The bucket: ``--burst`` until the first throttle at the ceiling; while adapting, at
+        most a second of the rate."""
+        if not self._throttled and not self._slow_start and rate >= self.ceiling:
+            return self.burst
+        return max(1.0, min(self.burst, rate * self.BURST_S))
 
     async def acquire(self) -> None:
         while True:
             limiter = self._limiter
             carry, self._carry = self._carry, 0.0
             if carry:
-                await limiter.acquire(carry)  # a fresh bucket: at once
+                await limiter.acquire(min(carry, float(limiter.max_rate)))  # a fresh bucket
             await limiter.acquire()
             if limiter is self._limiter:
-                return
+                break
             # The rate moved while this call waited: its token came at the old rate; take one
             # at the new.
+        if self.adaptive and self._rate < self.JITTER_BELOW:
+            # Paced calls leave at a random point of their interval, so that two clients on
+            # one quota cannot lock phases with the service's bucket, one taking every token
+            # and the other none; the rate is the bucket's still.
+            await anyio.sleep(random.uniform(0.0, self.JITTER / self._rate))
 
-    RETUNE = 0.1  # a rise of less than this share keeps the bucket (a cut always retunes)
-
-    def _set(self, rate: float) -> None:
-        """aiolimiter fixes a bucket's drip rate when it is made: a new rate is a new bucket
-        of the same size, holding what the old one held (its level, read through the public
-        ``has_capacity``)."""
+    def _set(self, rate: float, *, empty: bool = False) -> None:
+        """aiolimiter fixes a bucket's drip rate when it is made: a new rate is a new bucket,
+        holding what the old one held (its level, read through the public ``has_capacity``),
+        or full when ``empty`` (a cut: nothing more goes out at once)."""
         self._rate = rate
-        if self._tuned * (1 - 1e-9) <= rate < self._tuned * (1 + self.RETUNE):
+        if not empty and self._tuned * (1 - 1e-9) <= rate < self._tuned * (1 + self.RETUNE):
             return
-        # What the bucket held, and what a bucket made a moment ago had still to take.
-        self._carry = min(self.burst, self._carry + self._fill_of(self._limiter))
-        self._limiter = AsyncLimiter(self.burst, self.burst / rate)
+        size = self._size(rate)
+        old = self._limiter
+        # What the old bucket would let through at once, the new one lets through, no more: a
+        # bigger bucket fills at its rate, it does not make tokens.
+        free = max(0.0, float(old.max_rate) - self._carry - self._fill_of(old))
+        self._carry = size if empty else max(0.0, size - free)
+        self._limiter = AsyncLimiter(size, size / rate)
         self._tuned = rate
 
     @staticmethod
     def _fill_of(limiter: AsyncLimiter) -> float:
-        """How full the bucket is: the burst less the most it would let through now."""
+        """How full the bucket is: its size less the most it would let through now."""
         low, high = 0.0, float(limiter.max_rate)
         if limiter.has_capacity(high):
             return 0.0
-        for _ in range(20):
+        for _ in range(16):
             middle = (low + high) / 2
             low, high = (middle, high) if limiter.has_capacity(middle) else (low, middle)
         return float(limiter.max_rate) - low
 
-    def _measured(self, now: float) -> float | None:
-        """Successes per second over the last window, once there is a window to speak of."""
-        while self._successes and self._successes[0] < now - self.WINDOW_S:
-            self._successes.popleft()
-        span = min(self.WINDOW_S, now - self._started)
-        if span < 0.25 or not self._successes:
-            return None
-        return len(self._successes) / span
-
     def now(self) -> float:
         return self._clock()
+
+    def _forget(self, now: float) -> None:
+        for times in (self._successes, self._throttles):
+            old = bisect.bisect_left(times, now - self.HORIZON_S)
+            if old > len(times) // 2:
+                del times[:old]
+
+    def _measure(self, sent_at: float) -> float | None:
+        """The grant between the latest earlier throttle with enough successes since and the
+        throttle of a call sent at ``sent_at``."""
+        end = bisect.bisect_left(self._successes, sent_at)
+        for earlier in reversed(self._throttles):
+            if earlier >= sent_at:
+                continue
+            if sent_at - earlier > self.HORIZON_S:
+                return None
+            count = end - bisect.bisect_right(self._successes, earlier)
+            if count >= self.MIN_SAMPLES:
+                return count / (sent_at - earlier)
+        return None
 
     def on_throttle(self, sent_at: float) -> None:
         """A call that acquired this limiter at ``sent_at`` (``now()``) was throttled."""
         if not self.adaptive:
             return
         now = self._clock()
-        if sent_at <= self._last_decrease:
-            return
-        self._last_decrease = now
+        self._forget(now)
+        grant = self._measure(sent_at)
+        bisect.insort(self._throttles, sent_at)
+        if sent_at <= self._cut_at:
+            return  # sent before the last cut: it says nothing new
         self._decreases += 1
+        self._throttled = True
+        floor = min(self.ceiling * self.FLOOR_SHARE, self.FLOOR_MAX)
+        if grant is not None:
+            self._grant = grant
+            self._start_below(grant, now)
+        elif self._slow_start:
+            # The rate that doubled into the throttle never held: probe slowly above half of it.
+            self._rate *= self.SLOW_START_BETA
+            self._curve(self._rate, self._rate * (1 - self.MARGIN), self.K_MEASURED_S, now)
+            self._epoch -= self.K_MEASURED_S  # from the convex part of the curve on
+        else:
+            self._curve(self._rate, self._rate * self.BETA, self.K_BLIND_S, now)
+            self._rate *= self.BETA
         self._slow_start = False
-        target = self._rate * self.DECREASE
-        measured = self._measured(now)
-        if measured is not None:
-            target = min(target, measured * self.BELOW_MEASURED)
-        self._set(max(self.ceiling * self.FLOOR_SHARE, target))
+        self._set(max(floor, min(self.ceiling, self._rate)), empty=True)
 
-    def on_success(self) -> None:
+    def on_success(self, sent_at: float) -> None:
+        """A call that acquired this limiter at ``sent_at`` (``now()``) succeeded."""
         if not self.adaptive:
             return
-        self._successes.append(self._clock())
+        now = self._clock()
+        bisect.insort(self._successes, sent_at)
+        second = len(self._successes) - bisect.bisect_left(self._successes, now - 1.0)
+        self._peak = max(self._peak, float(second))
         if self._rate >= self.ceiling:
             return
-        # At `rate` successes a second, +1 each doubles the rate every second (slow start);
-        # +INCREASE_PER_S each grows it by that share of itself every second.
-        self._increases += 1
-        step = 1.0 if self._slow_start else self.INCREASE_PER_S
-        self._set(min(self.ceiling, self._rate + step))
+        if self._slow_start:
+            rate = self._rate + math.log(2)  # at r successes a second: doubles every second
+        else:
+            rate = self._w_max + self._c * (now - self._epoch - self._k) ** 3
+        if rate > self._rate:
+            self._increases += 1
+            if rate >= self.ceiling:
+                self._slow_start = False
+            self._set(min(self.ceiling, rate))
+
+    def learned(self) -> Learned | None:
+        """What the next run against this quota may start from."""
+        if not self.adaptive:
+            return None
+        if self._grant is not None:
+            return Learned(self._grant, measured=True)
+        if self._peak:
+            return Learned(min(self._rate, self._peak), measured=False)
+        return None
 
     def statistics(self) -> RateStatistics:
         return RateStatistics(self._rate, self.ceiling, self._decreases, self._increases)

@@ -33,7 +33,7 @@ def _env(name: str) -> str:
 # What resume and retry take again (SPEC §2): access, pacing, and the execution's own.
 OVERRIDES = ("profile", "region", "endpoint-url", "role-arn-template", "rate", "burst",
              "adaptive", "concurrency", "max-attempts", "call-timeout", "deadline", "log-format",
-             "progress")
+             "progress", "state-dir")
 
 
 def run_options(*, overrides: bool = False) -> list[click.Option]:
@@ -67,6 +67,9 @@ def run_options(*, overrides: bool = False) -> list[click.Option]:
                help="Bucket size of that limiter."),
         option("--adaptive/--no-adaptive", default=True, show_default=True,
                help="Lower the rate on throttling and recover towards --rate."),
+        option("--state-dir", default=None, type=click.Path(file_okay=False),
+               help="Where the rates runs learn are kept for the next run against the same "
+                    "quota. Default: ~/.cache/connect-bulk ($XDG_CACHE_HOME)."),
         option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 1000),
                help="Most calls in flight at once."),
         option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100),
@@ -115,6 +118,7 @@ def build_options(params: dict[str, Any]) -> Any:
             concurrency=params.pop("concurrency"), max_attempts=params.pop("max_attempts"),
             read_timeout_s=params.pop("call_timeout"),
             role_arn_template=params.pop("role_arn_template"),
+            state_dir=params.pop("state_dir"),
         ),
         max_failure_rate=params.pop("max_failure_rate"),
         deadline=params.pop("deadline"),

@@ -24,7 +24,7 @@ EXIT_CODES = {"succeeded": 0, "completed_with_failures": 1, "aborted": 3, "deadl
 FLAG_NAMES = {"read_timeout_s": "call-timeout"}
 #: what ``resume`` and ``retry`` may give again (SPEC §2), as AwsSettings fields
 OVERRIDABLE = ("profile", "region", "endpoint_url", "role_arn_template", "rate", "burst",
-               "adaptive", "concurrency", "max_attempts", "read_timeout_s")
+               "adaptive", "concurrency", "max_attempts", "read_timeout_s", "state_dir")
 #: options of one execution, not of the run: never compared, never inherited
 PER_EXECUTION = ("out", "run_id", "deadline", "log_format", "progress", "yes")
 
@@ -71,7 +71,8 @@ class RunOptions:
 
     def compared(self) -> dict[str, Any]:
         """The options that make a run what it is, flat: ``run`` refuses others."""
-        flat = {k: v for k, v in asdict(self.aws).items() if k != "connect_timeout_s"}
+        flat = {k: v for k, v in asdict(self.aws).items()
+                if k not in ("connect_timeout_s", "state_dir")}
         return flat | {"max_failure_rate": self.max_failure_rate}
 
     def with_aws(self, **changes: Any) -> RunOptions:

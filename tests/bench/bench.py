@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from connect_bulk.pipeline.limits import AdaptiveRate
+
 OP = "BatchGetFlowAssociation"
 CREDS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONNECT_BULK_"))} | {
@@ -143,13 +145,20 @@ def batches(world: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 
 # -- the runners: connect-bulk and what users write instead -----------------------------------
 
-def run_connect_bulk(sandbox: Sandbox, path: Path, *args: str) -> None:
+def run_connect_bulk(sandbox: Sandbox, path: Path, *args: str,
+                     state_dir: str | None = None) -> dict[str, Any]:
+    """One run; it learns from scratch unless given the ``state_dir`` of an earlier run.
+    Returns its summary and the CPU seconds it used."""
     out = tempfile.mkdtemp(prefix="bench-")
-    subprocess.run(
+    process = subprocess.Popen(
         [*CLI, "run", "flow-associations", str(path), "--endpoint-url",
          sandbox.url, "--out", out, "--run-id", "b", "--log-format", "json", "--no-progress",
-         *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+         "--state-dir", state_dir or tempfile.mkdtemp(prefix="bench-state-"), *args],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    _, _, usage = os.wait4(process.pid, 0)
+    summary: dict[str, Any] = json.loads((Path(out) / "b" / "summary.json").read_text())
+    return summary | {"cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def run_sequential_boto3(sandbox: Sandbox, work: list[tuple[str, list[str]]]) -> None:
@@ -194,7 +203,7 @@ def run_aiometer(sandbox: Sandbox, work: list[tuple[str, list[str]]], rate: floa
 
 
 def run_bare_aiobotocore(sandbox: Sandbox, work: list[tuple[str, list[str]]],
-                         concurrency: int) -> None:
+                         concurrency: int) -> dict[str, float]:
     import aiobotocore.session
     from botocore.config import Config
 
@@ -214,40 +223,54 @@ def run_bare_aiobotocore(sandbox: Sandbox, work: list[tuple[str, list[str]]],
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
+    started = time.process_time()
     asyncio.run(main())
+    return {"cpu_s": time.process_time() - started}
 
 
-def measure(sandbox: Sandbox, target: int, run: Callable[[], None]) -> dict[str, float]:
+def measure(sandbox: Sandbox, target: int, run: Callable[[], Any]) -> dict[str, Any]:
     window = Window(sandbox, target)
-    run()
-    return window.finish()
+    result = run()
+    return window.finish() | {"result": result}
+
+
+def row(name: str, figures: dict[str, Any], quota: float, note: str = "") -> list[str]:
+    return [name, f"{figures['rate']:.2f}", f"{figures['rate'] / quota:.3f}",
+            f"{figures['throttled']:.1%}", f"{int(figures['made'])}", note]
 
 
 # -- scenarios --------------------------------------------------------------------------------
 
 def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
     """Against a quota of R/s with burst 2.5 R and 50 ms latency: every setting a user may
-    pick, two runs sharing the quota, and what users write instead."""
+    pick, two runs sharing the quota, a run that starts from what the last one learned, and
+    what users write instead. Each connect-bulk run learns from scratch (a state directory of
+    its own) unless it says otherwise."""
     burst = 2.5 * rate
     sandbox = Sandbox("--quota", f"{OP}={rate:g}/{burst:g}", "--latency-ms", "50")
     try:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
-        path = write_input(Path(tempfile.mkdtemp()) / "in.csv",
-                           [(arn, ids) for arn, ids in world])
+        path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
         n = len(batches(world))
-        runs = {
-            f"`--rate {rate:g} --burst {burst:g}` (told the truth)": lambda: run_connect_bulk(
-                sandbox, path, "--rate", f"{rate:g}", "--burst", f"{burst:g}"),
-            f"`--rate {rate:g}` (default burst)": lambda: run_connect_bulk(
-                sandbox, path, "--rate", f"{rate:g}"),
-            f"`--rate {5 * rate:g}` (5x over, default burst)": lambda: run_connect_bulk(
-                sandbox, path, "--rate", f"{5 * rate:g}"),
+        told, over = ["--rate", f"{rate:g}", "--burst", f"{burst:g}"], ["--rate", f"{5 * rate:g}"]
+        runs: dict[str, Callable[[], Any]] = {
+            f"`--rate {rate:g} --burst {burst:g}` (told the truth)":
+                lambda: run_connect_bulk(sandbox, path, *told),
+            f"`--rate {rate:g}` (default burst)":
+                lambda: run_connect_bulk(sandbox, path, "--rate", f"{rate:g}"),
+            f"`--rate {5 * rate:g}` (5x over, default burst)":
+                lambda: run_connect_bulk(sandbox, path, *over),
             f"`--rate {5 * rate:g} --burst {5 * burst:g}` (5x over, proportional burst)":
-                lambda: run_connect_bulk(sandbox, path, "--rate", f"{5 * rate:g}",
-                                         "--burst", f"{5 * burst:g}"),
+                lambda: run_connect_bulk(sandbox, path, *over, "--burst", f"{5 * burst:g}"),
             f"two runs sharing the quota, each `--rate {rate:g} --burst {burst:g}`":
-                lambda: run_neighbours(sandbox, world, "--rate", f"{rate:g}",
-                                       "--burst", f"{burst:g}"),
+                lambda: run_neighbours(sandbox, world, *told),
+        }
+        state = tempfile.mkdtemp(prefix="bench-state-")
+        runs |= {
+            f"`--rate {5 * rate:g}`, first run (learns the rate)":
+                lambda: run_connect_bulk(sandbox, path, *over, state_dir=state),
+            f"`--rate {5 * rate:g}`, next run (starts from the learned rate)":
+                lambda: run_connect_bulk(sandbox, path, *over, state_dir=state),
             "boto3, sequential loop": lambda: run_sequential_boto3(sandbox, batches(world)),
             "boto3, 16 threads, adaptive retry mode": lambda: run_threads_adaptive(
                 sandbox, batches(world)),
@@ -255,9 +278,12 @@ def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
                 sandbox, batches(world), rate),
         }
         for name, run in runs.items():
+            time.sleep(burst / rate)  # the quota's bucket full again, as for a first run
             figures = measure(sandbox, n, run)
-            rows.append([name, f"{figures['rate']:.2f}", f"{figures['rate'] / rate:.3f}",
-                         f"{figures['throttled']:.1%}", f"{int(figures['made'])}"])
+            shares = figures["result"] if name.startswith("two runs") else None
+            note = (" / ".join(f"{share / rate:.2f} R" for share in shares) + " each"
+                    if shares else "")
+            rows.append(row(name, figures, rate, note))
     finally:
         sandbox.stop()
     aws_default(rows)
@@ -270,46 +296,58 @@ def aws_default(rows: list[list[str]], calls: int = 60) -> None:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
         path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
         figures = measure(sandbox, len(batches(world)), lambda: run_connect_bulk(sandbox, path))
-        rows.append(["AWS default quota 2/s burst 5, 100 ms, default options",
-                     f"{figures['rate']:.2f}", f"{figures['rate'] / 2:.3f}",
-                     f"{figures['throttled']:.1%}", f"{int(figures['made'])}"])
+        rows.append(row("AWS default quota 2/s burst 5, 100 ms, default options", figures, 2))
     finally:
         sandbox.stop()
 
 
-def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]], *args: str) -> None:
-    """Two runs at once on one quota, each over half of the world."""
+def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]],
+                   *args: str) -> list[float]:
+    """Two runs at once on one quota, each over half of the world; each one's rate (its
+    calls that went through over its own working time)."""
     half = len(world) // 2
     paths = [write_input(Path(tempfile.mkdtemp()) / "in.csv", part)
              for part in (world[:half], world[half:])]
-    threads = [threading.Thread(target=run_connect_bulk, args=(sandbox, p, *args))
-               for p in paths]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(2) as pool:
+        summaries = list(pool.map(lambda p: run_connect_bulk(sandbox, p, *args), paths))
+    rates = []
+    for summary in summaries:
+        calls = summary["calls"][OP]
+        rates.append((calls["made"] - calls["throttled"]) / summary["elapsed_s"])
+    return rates
 
 
 def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, float]:
+    """No quota, no latency: the engine against a bare aiobotocore loop at the same
+    concurrency (medians of 3, alternated), with CPU seconds per call."""
     sandbox = Sandbox()
     try:
         world = sandbox.world(instances=calls // 20, per_instance=2000)
         path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
         n = len(batches(world))
-        results = {}
-        for _ in range(3):  # alternate, take medians
-            results.setdefault("bare", []).append(measure(
-                sandbox, n, lambda: run_bare_aiobotocore(sandbox, batches(world), concurrency)
-            )["rate"])
-            results.setdefault("engine", []).append(measure(
-                sandbox, n, lambda: run_connect_bulk(sandbox, path, "--rate", "100000",
-                                                     "--burst", "1000", "--concurrency",
-                                                     str(concurrency)))["rate"])
-        bare, engine = (statistics.median(results[k]) for k in ("bare", "engine"))
-        rows.append([f"bare aiobotocore, {concurrency} workers", f"{bare:.1f}", "1.000", "", ""])
-        rows.append([f"connect-bulk --concurrency {concurrency}", f"{engine:.1f}",
-                     f"{engine / bare:.3f}", "", ""])
-        return {"bare": bare, "engine": engine}
+        fast = ["--rate", "100000", "--burst", "1000", "--concurrency", str(concurrency)]
+        runs: dict[str, Callable[[], Any]] = {
+            "bare": lambda: run_bare_aiobotocore(sandbox, batches(world), concurrency),
+            "fixed": lambda: run_connect_bulk(sandbox, path, *fast, "--no-adaptive"),
+            "adaptive": lambda: run_connect_bulk(sandbox, path, *fast),
+        }
+        rates: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+        for _ in range(3):
+            for name, run in runs.items():
+                figures = measure(sandbox, n, run)
+                rates.setdefault(name, []).append(figures["rate"])
+                cpu.setdefault(name, []).append(figures["result"]["cpu_s"] / figures["made"])
+        bare = statistics.median(rates["bare"])
+        bare_cpu = statistics.median(cpu["bare"])
+        for name, label in (("bare", f"bare aiobotocore, {concurrency} workers"),
+                            ("fixed", f"connect-bulk --concurrency {concurrency} --no-adaptive"),
+                            ("adaptive", f"connect-bulk --concurrency {concurrency} (adaptive: "
+                                         f"slow start from {AdaptiveRate.START_RATE:g}/s)")):
+            rate, per_call = statistics.median(rates[name]), statistics.median(cpu[name])
+            rows.append([label, f"{rate:.1f}", f"{rate / bare:.3f}", "", str(n),
+                         f"{per_call * 1000:.2f} ms CPU a call ({per_call / bare_cpu:.2f}x)"])
+        return {"bare": bare, "engine": statistics.median(rates["fixed"])}
     finally:
         sandbox.stop()
 
@@ -337,7 +375,7 @@ def scale(rows: int, instances: int, lines: list[list[str]]) -> None:
     seconds, rss = peak_rss_mb([*CLI, "plan", "flow-associations", str(path),
                                 "--json"])
     lines.append([f"plan {rows:,} rows, {instances:,} instances", f"{seconds:.1f} s",
-                  f"{rss:.0f} MB peak RSS", "", ""])
+                  f"{rss:.0f} MB peak RSS", "", "", ""])
 
     # A run 99% done: started, killed before its first call, then 99% of its items written
     # as done; resume is timed to its first call.
@@ -358,7 +396,7 @@ def scale(rows: int, instances: int, lines: list[list[str]]) -> None:
         process.kill()
         process.wait()
         lines.append(["resume a 99%-done 1M-item run: time to first call",
-                      f"{first_call:.2f} s", "", "", ""])
+                      f"{first_call:.2f} s", "", "", "", ""])
     finally:
         sandbox.stop()
 
@@ -395,13 +433,13 @@ def startup(lines: list[list[str]]) -> None:
                        check=True)
         times.append(time.perf_counter() - started)
     lines.append(["connect-bulk --help (median of 11)", f"{statistics.median(times):.3f} s",
-                  "", "", ""])
+                  "", "", "", ""])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=20.0, help="the sandbox quota R")
-    parser.add_argument("--calls", type=int, default=300, help="calls per quota scenario")
+    parser.add_argument("--calls", type=int, default=600, help="calls per quota scenario")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["quota", "overhead", "scale", "startup"])
     args = parser.parse_args()
@@ -416,8 +454,8 @@ def main() -> None:
         scale(args.rows, 5000, lines)
     if args.only in (None, "startup"):
         startup(lines)
-    print("| scenario | calls/s or time | ratio | throttled | calls made |")
-    print("|---|---|---|---|---|")
+    print("| scenario | calls/s or time | ratio | throttled | calls made | note |")
+    print("|---|---|---|---|---|---|")
     for line in lines:
         print("| " + " | ".join(line) + " |")
     sys.stdout.flush()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
-from connect_bulk.pipeline.limits import AdaptiveRate, Backoff
+from connect_bulk.pipeline.limits import AdaptiveRate, Backoff, Learned
 
 
 def in_loop(test: Callable[[], None]) -> Callable[[], None]:
@@ -32,67 +32,111 @@ class Clock:
         return self.now
 
 
+def succeed(limiter: AdaptiveRate, clock: Clock, rate: float, seconds: float) -> None:
+    """Calls sent at ``rate`` a second for ``seconds``, each answered at once with success."""
+    for _ in range(round(rate * seconds)):
+        clock.now += 1 / rate
+        limiter.on_success(clock.now)
+
+
 @in_loop
-def test_a_throttle_cuts_the_rate_once_per_round_of_calls_in_flight() -> None:
+def test_the_grant_between_two_throttles_is_measured_and_the_rate_goes_just_under_it() -> None:
+    clock = Clock()
+    limiter = AdaptiveRate(100.0, 250.0, clock=clock)
+    limiter.on_throttle(clock.now)  # the service's bucket is empty: no measurement yet
+    succeed(limiter, clock, 20.0, 3.0)  # 20 a second got through ...
+    limiter.on_throttle(clock.now)  # ... until it was empty again: 20/s is the grant
+    assert limiter.rate == pytest.approx(20.0 * (1 - AdaptiveRate.MARGIN), rel=0.02)
+    learned = limiter.learned()
+    assert learned is not None and learned.measured
+    assert learned.rate == pytest.approx(20.0, rel=0.02)
+    # CUBIC: back at the grant after K seconds, then probing above it, slowly at first
+    succeed(limiter, clock, 20.0, AdaptiveRate.K_MEASURED_S)
+    assert limiter.rate == pytest.approx(20.0, rel=0.03)
+    succeed(limiter, clock, 20.0, AdaptiveRate.K_MEASURED_S)
+    assert 20.0 < limiter.rate < 20.0 * 1.1
+
+
+@in_loop
+def test_calls_sent_before_a_cut_do_not_cut_again() -> None:
     clock = Clock()
     limiter = AdaptiveRate(10.0, 5.0, clock=clock)
     sent = [clock.now] * 8
     clock.now += 0.1
     for at in sent:  # the calls in flight all come back throttled: one cut
         limiter.on_throttle(at)
-    assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.DECREASE)
+    assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.BETA)
+    assert limiter.statistics().decreases == 1
     clock.now += 0.1
     limiter.on_throttle(clock.now - 0.05)  # sent after the cut: a new signal
-    assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.DECREASE**2)
     assert limiter.statistics().decreases == 2
 
 
 @in_loop
-def test_a_cut_goes_to_what_the_service_granted() -> None:
+def test_after_a_blind_cut_the_rate_is_back_within_k_seconds_never_above_the_ceiling() -> None:
     clock = Clock()
-    limiter = AdaptiveRate(100.0, 5.0, clock=clock)
-    for _ in range(40):  # 20 successes a second for two seconds
-        clock.now += 0.05
-        limiter.on_success()
+    limiter = AdaptiveRate(40.0, 5.0, clock=clock)
+    succeed(limiter, clock, 20.0, 3.0)  # slow start: 10/s to the ceiling
+    assert limiter.rate == 40.0
     limiter.on_throttle(clock.now)
-    assert limiter.rate == pytest.approx(20.0 * AdaptiveRate.BELOW_MEASURED, rel=0.05)
+    assert limiter.rate == pytest.approx(40.0 * AdaptiveRate.BETA)
+    step = 0.05
+    rates = []
+    for _ in range(int(2 * AdaptiveRate.K_BLIND_S / step)):
+        clock.now += step
+        limiter.on_success(clock.now)
+        rates.append(limiter.rate)
+    back = rates[int(AdaptiveRate.K_BLIND_S / step) - 1]
+    assert back == pytest.approx(40.0, rel=0.02)  # where it was cut, K seconds later
+    assert rates == sorted(rates)  # concave up to it
+    assert rates[-1] == 40.0
 
 
 @in_loop
-def test_successes_recover_towards_the_ceiling_and_never_past_it() -> None:
+def test_slow_start_doubles_every_second_until_the_first_throttle_then_probes_slowly() -> None:
+    clock = Clock()
+    limiter = AdaptiveRate(1000.0, 5.0, clock=clock)
+    assert limiter.rate == AdaptiveRate.START_RATE
+    started = clock.now
+    while clock.now - started < 1.0:  # a second of calls at the limiter's own rate
+        clock.now += 1 / limiter.rate
+        limiter.on_success(clock.now)
+    assert limiter.rate == pytest.approx(2 * AdaptiveRate.START_RATE, rel=0.1)
+    limiter.on_throttle(clock.now)
+    halved = limiter.rate
+    assert halved == pytest.approx(AdaptiveRate.START_RATE, rel=0.1)
+    succeed(limiter, clock, 10.0, AdaptiveRate.K_MEASURED_S)
+    assert halved < limiter.rate <= halved * (1 + 1.01 * AdaptiveRate.MARGIN)
+
+
+@in_loop
+def test_a_learned_grant_is_where_the_next_run_starts_never_above_the_ceiling() -> None:
+    below = AdaptiveRate(100.0, 5.0, learned=Learned(20.0, measured=True), clock=Clock())
+    assert below.rate == pytest.approx(20.0 * (1 - AdaptiveRate.MARGIN))
+    capped = AdaptiveRate(10.0, 5.0, learned=Learned(20.0, measured=True), clock=Clock())
+    assert capped.rate <= 10.0
+    held = AdaptiveRate(100.0, 5.0, learned=Learned(50.0, measured=False), clock=Clock())
+    assert held.rate == 50.0  # a rate that held: slow start goes on from there
+    fixed = AdaptiveRate(10.0, 5.0, adaptive=False, learned=Learned(2.0, measured=True))
+    assert fixed.rate == 10.0
+    assert fixed.learned() is None
+
+
+@in_loop
+def test_successes_never_take_the_rate_past_the_ceiling() -> None:
     clock = Clock()
     limiter = AdaptiveRate(10.0, 5.0, clock=clock)
-    limiter.on_throttle(limiter.now())
-    rates = []
-    for _ in range(200):
-        limiter.on_success()
-        rates.append(limiter.rate)
-    assert rates == sorted(rates)
-    assert rates[-1] == 10.0
-    assert max(rates) <= 10.0
-
-
-@in_loop
-def test_slow_start_doubles_until_the_first_throttle() -> None:
-    clock = Clock()
-    limiter = AdaptiveRate(100.0, 5.0, clock=clock)
-    assert limiter.rate == 10.0  # twice the burst
-    for _ in range(10):
-        limiter.on_success()
-    assert limiter.rate == 20.0  # a second of successes at 10/s: doubled
-    clock.now += 1
     limiter.on_throttle(clock.now)
-    rate = limiter.rate
-    for _ in range(10):
-        limiter.on_success()
-    assert limiter.rate == pytest.approx(rate + 10 * AdaptiveRate.INCREASE_PER_S)
+    succeed(limiter, clock, 10.0, 30.0)
+    assert limiter.rate == 10.0
 
 
 @in_loop
 def test_a_fixed_rate_does_not_move() -> None:
-    limiter = AdaptiveRate(10.0, 5.0, adaptive=False, clock=Clock())
+    clock = Clock()
+    limiter = AdaptiveRate(10.0, 5.0, adaptive=False, clock=clock)
     limiter.on_throttle(limiter.now())
-    limiter.on_success()
+    limiter.on_success(limiter.now())
     assert limiter.rate == 10.0
 
 
@@ -106,36 +150,46 @@ def test_the_rate_is_never_cut_below_the_floor() -> None:
     assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.FLOOR_SHARE)
 
 
-def test_a_cut_paces_at_the_new_rate_and_keeps_what_the_bucket_held() -> None:
-    async def main() -> tuple[int, int]:
-        limiter = AdaptiveRate(20.0, 4.0, adaptive=True)
-        for _ in range(4):  # the burst: the bucket is full
+async def passed_within(limiter: AdaptiveRate, seconds: float) -> int:
+    """How many calls the limiter lets through in ``seconds`` of real time."""
+    passed = 0
+    with anyio.move_on_after(seconds):
+        while True:
             await limiter.acquire()
-        limiter.on_throttle(limiter.now())
-        limiter.on_throttle(limiter.now() + 1)  # two cuts: 8/s -> 4/s -> 2/s
-        assert limiter.rate == pytest.approx(2.0)
-        passed = 0
-        with anyio.move_on_after(1.05):
-            while True:
-                await limiter.acquire()
-                passed += 1
-        return passed, int(limiter.statistics().decreases)
+            passed += 1
+    return passed
 
-    passed, decreases = anyio.run(main)
-    # A full bucket carried over lets nothing through at once; then 2 a second.
-    assert decreases == 2
-    assert 1 <= passed <= 3
+
+def test_after_a_cut_nothing_goes_faster_than_the_rate_whatever_the_burst() -> None:
+    async def main() -> int:
+        limiter = AdaptiveRate(100.0, 250.0, learned=Learned(100.0, measured=False))
+        limiter.on_throttle(limiter.now())  # 100/s -> 70/s, the bucket emptied
+        return await passed_within(limiter, 0.5)
+
+    # 70/s for half a second; the 250-call burst is not let through
+    assert 25 <= anyio.run(main) <= 40
+
+
+def test_a_rising_rate_grows_the_bucket_without_making_tokens() -> None:
+    async def main() -> int:
+        clock = Clock()
+        limiter = AdaptiveRate(200.0, 200.0, clock=clock)  # slow start: a bucket of 10
+        for _ in range(10):
+            await limiter.acquire()
+        for _ in range(400):  # successes: slow start to the ceiling, a bucket of 200
+            clock.now += 0.001
+            limiter.on_success(clock.now)
+        assert limiter.rate == 200.0
+        return await passed_within(limiter, 0.1)
+
+    # about 0.1 s at 200/s, not the 190 tokens a bigger bucket would have made at once
+    assert anyio.run(main) <= 40
 
 
 def test_the_bucket_lets_the_burst_through_then_waits() -> None:
     async def main() -> int:
-        limiter = AdaptiveRate(1.0, 3.0)
-        passed = 0
-        with anyio.move_on_after(0.3):
-            while True:
-                await limiter.acquire()
-                passed += 1
-        return passed
+        limiter = AdaptiveRate(1.0, 3.0, adaptive=False)
+        return await passed_within(limiter, 0.3)
 
     assert anyio.run(main) == 3
 
