@@ -120,7 +120,10 @@ class AdaptiveRate:
         size = self._size(start)
         self._limiter = AsyncLimiter(size, size / start)
         self._tuned = start  # the rate self._limiter drips at
-        self._carry = size if self._throttled else 0.0  # the old bucket's level, to be taken
+        # The bucket's level, to be taken on the next acquire. The service's bucket starts at
+        # the first call's arrival, later than this one by that call's latency (a new
+        # connection's, the slowest): one token held back keeps the burst inside it.
+        self._carry = size if self._throttled else min(1.0, size - 1.0)
 
     def _start_below(self, grant: float, now: float) -> None:
         """Rate ``MARGIN`` under ``grant``, CUBIC's curve back to it in ``K_MEASURED_S``."""
@@ -153,10 +156,11 @@ class AdaptiveRate:
                 break
             # The rate moved while this call waited: its token came at the old rate; take one
             # at the new.
-        if self.adaptive and self._rate < self.JITTER_BELOW:
-            # Paced calls leave at a random point of their interval, so that two clients on
-            # one quota cannot lock phases with the service's bucket, one taking every token
-            # and the other none; the rate is the bucket's still.
+        if self._throttled and self._rate < self.JITTER_BELOW:
+            # Once the service has throttled, paced calls leave at a random point of their
+            # interval, so that two clients on one quota cannot lock phases with the service's
+            # bucket, one taking every token and the other none; the rate is the bucket's
+            # still. Before, they leave on their token: a quota told truly is never exceeded.
             await anyio.sleep(random.uniform(0.0, self.JITTER / self._rate))
 
     def _set(self, rate: float, *, empty: bool = False) -> None:

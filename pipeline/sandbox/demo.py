@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,8 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
 
     instances = 3
     os.environ.update(CREDENTIALS)  # the sandbox takes any credentials; never send real ones
-    with SandboxServer() as sandbox:
+    # A sandbox of its own, so the rates its runs learn are of no use to any other run.
+    with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as state_dir:
         echo(f"sandbox listening on {sandbox.url}")
         world = seed_world(SeedRequest(
             region=DEMO_REGION, instances=instances,
@@ -91,7 +93,7 @@ def run_demo(*, rows: int, out: str, progress: bool, log_format: str, echo: Any)
         options = RunOptions(
             out=out, run_id=f"demo-flow-associations-{stamp}",
             aws=AwsSettings(endpoint_url=sandbox.url, region=DEMO_REGION, rate=10.0,
-                            burst=5.0, concurrency=8),
+                            burst=5.0, concurrency=8, state_dir=state_dir),
             log_format=log_format, progress=progress, yes=True,
         )
         demo = _Demo(sandbox.url, world["instances"], options, stamp, echo)
