@@ -1,6 +1,8 @@
 """The sandbox server: moto's ``ThreadedMotoServer`` with the Connect and Outbound Campaigns
 operations of this package added, behind a thin WSGI layer that injects faults, counts calls
-and serves the ``/_sandbox/*`` control endpoints.
+and serves the ``/_sandbox/*`` control endpoints. It serves through waitress rather than
+werkzeug's development server, which closes every connection: AWS endpoints keep connections
+alive (HTTP/1.1), and so does the sandbox, so that a client pays what it pays against AWS.
 
 Request path::
 
@@ -14,12 +16,11 @@ Request path::
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
+import logging
 import os
 import re
-import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,12 +30,7 @@ from urllib.parse import parse_qs
 
 import botocore.session
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from . import campaigns, connect_responses
 from .faults import FaultInjector, Faults
@@ -255,14 +251,10 @@ class SandboxApp:
 
     @staticmethod
     def _drop(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        """Close the connection without an answer, as a lost response looks to a client."""
-        sock = environ.get("werkzeug.socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        # werkzeug's write of this fails on the closed socket, which it treats as a dropped
-        # connection and ignores.
-        start_response("500 Dropped", [("Content-Length", "0")])
+        """Close the connection without the answer, as a lost response looks to a client: the
+        headers promise a body that never comes, and the server closes the connection (a WSGI
+        server must, when an application returns fewer bytes than its Content-Length)."""
+        start_response("500 Dropped", [("Content-Length", "64")])
         return []
 
     def control(self, path: str, environ: dict[str, Any],
@@ -322,13 +314,6 @@ class SandboxApp:
         return body
 
 
-class QuietRequestHandler(MotoRequestHandler):
-    """moto's request handler without an access-log line per request on stderr."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class SandboxServer(ThreadedMotoServer):
     """moto's ``ThreadedMotoServer`` with ``SandboxApp`` in front of its dispatcher."""
 
@@ -341,25 +326,25 @@ class SandboxServer(ThreadedMotoServer):
         onboarding_seconds: float = 2.0,
     ) -> None:
         super().__init__(ip_address=host, port=port, verbose=False)
+        self._waitress: Any = None
+        self._channels: dict[int, Any] = {}  # the server's socket map: listener, connections
         self.injector = FaultInjector(faults or Faults())
         self.onboarding_seconds = onboarding_seconds
         self._failure: BaseException | None = None
 
+    #: worker threads: two runs at --concurrency 16 each, with room for the control endpoints
+    THREADS = 48
+
     def start(self) -> None:
         """Start serving; raises OSError when the address cannot be bound."""
-        if self._port:
-            # werkzeug reports a taken port by printing and exiting its thread; check first so
-            # that the caller gets one clear error instead.
-            family = socket.AF_INET6 if ":" in self._ip_address else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((self._ip_address, self._port))
         super().start()
         if self._failure is not None:
             raise OSError(f"the sandbox did not start: {self._failure}") from self._failure
 
     def _server_entry(self) -> None:
-        # Overrides moto's: the same server, with our layer wrapped around moto's app.
+        # Overrides moto's: moto's app, with our layer wrapped around it, served by waitress.
+        from waitress.server import create_server
+
         try:
             install()
             app = SandboxApp(
@@ -367,16 +352,24 @@ class SandboxServer(ThreadedMotoServer):
                 self.injector,
                 onboarding_seconds=self.onboarding_seconds,
             )
-            self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=QuietRequestHandler
+            # A dropped call (``_drop``) and a queue of calls held by --latency-ms are the
+            # sandbox doing its job, not something to warn about on stderr.
+            logging.getLogger("waitress").setLevel(logging.ERROR)
+            self._waitress = create_server(
+                app, map=self._channels, host=self._ip_address, port=self._port,
+                threads=self.THREADS, ident="connect-bulk-sandbox", channel_timeout=300,
             )
-        except BaseException as exc:  # werkzeug exits its thread on a bind error
+        except BaseException as exc:
             # moto's start() waits for this event; never leave it waiting.
             self._failure = exc
             self._server_ready_event.set()
             return
         self._server_ready_event.set()
-        self._server.serve_forever()
+        self._waitress.run()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        assert self._waitress is not None, "start() first"
+        return str(self._waitress.effective_host), int(self._waitress.effective_port)
 
     @property
     def url(self) -> str:
@@ -385,11 +378,16 @@ class SandboxServer(ThreadedMotoServer):
         return f"http://{host}:{port}"
 
     def stop(self) -> None:
-        if self._failure is not None:
+        server = self._waitress
+        if self._failure is not None or server is None or self._thread is None:
             return
-        super().stop()
-        if self._server is not None:
-            self._server.server_close()
+        from waitress import wasyncore
+
+        # Close the listener and every connection in the server's own loop (its trigger runs
+        # the thunk there); the loop ends when nothing is left open, then the workers stop.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(self._channels))
+        self._thread.join(timeout=30)
+        server.task_dispatcher.shutdown()
 
     def __enter__(self) -> SandboxServer:
         self.start()

@@ -13,7 +13,6 @@ from connect_bulk.pipeline.sandbox import SandboxServer, server
 from connect_bulk.pipeline.sandbox.campaigns import URL_PATHS as CAMPAIGN_PATHS
 from connect_bulk.pipeline.sandbox.connect_responses import URL_PATHS as CONNECT_PATHS
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-from moto.moto_server.werkzeug_app import MotoRequestHandler
 
 from tests.conftest import CREDENTIALS
 
@@ -49,9 +48,8 @@ def test_threaded_moto_server_still_starts_through_server_entry() -> None:
     )
     assert "_server_entry" in inspect.getsource(ThreadedMotoServer.start)
     entry = inspect.getsource(ThreadedMotoServer._server_entry)
-    for name in ("DomainDispatcherApplication", "make_server", "_server_ready_event"):
+    for name in ("DomainDispatcherApplication", "_server_ready_event"):
         assert name in entry, f"ThreadedMotoServer._server_entry no longer uses {name}"
-    assert issubclass(server.QuietRequestHandler, MotoRequestHandler)
 
 
 def test_an_in_process_sandbox_serves_the_added_operations() -> None:

@@ -176,3 +176,30 @@ def test_aioboto3_clients_talk_to_the_sandbox_concurrently(
     assert anyio.run(main) == [5] * 20
     assert sandbox.stats()["calls"][OP] == 20
 
+
+
+def test_connections_are_kept_alive_as_aws_endpoints_keep_them(
+    sandbox: Sandbox, seeded: dict[str, Any]
+) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(sandbox.url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port)
+    connection.connect()
+    first = connection.sock
+    for _ in range(3):
+        connection.request("GET", "/_sandbox/stats")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+        assert response.version == 11
+        assert response.getheader("Connection", "").lower() != "close"
+    assert connection.sock is first  # one TCP connection for every request
+    connection.close()
+    # and a real client's calls, after a dropped one, go on over a connection of their own
+    sandbox.faults(drop_rate=1.0)
+    client = sandbox.client("connect")
+    assert _call(client, seeded) == "dropped"
+    sandbox.faults(drop_rate=0.0)
+    assert [_call(client, seeded) for _ in range(3)] == ["ok"] * 3
