@@ -30,9 +30,13 @@ class Planned:
 
 
 def deduplicate(items: pl.DataFrame) -> pl.DataFrame:
-    """One row per (instance_id, item_key): the first in the input."""
-    return items.sort("input_row").unique(["instance_id", "item_key"], keep="first",
-                                         maintain_order=True)
+    """One row per (instance_id, item_key): the first in the input. (Each step copies every
+    column, so it is taken only when there is something to do.)"""
+    if not items["input_row"].is_sorted():
+        items = items.sort("input_row")
+    if items.select(pl.struct("instance_id", "item_key").is_duplicated().any()).item():
+        items = items.unique(["instance_id", "item_key"], keep="first", maintain_order=True)
+    return items
 
 
 def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
@@ -43,9 +47,13 @@ def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
     """
     ordered = items.sort("instance_id", "input_row")
     chunk = (pl.int_range(pl.len()).over("instance_id") // batch_size).cast(pl.Int64)
-    return ordered.with_columns(
+    batched = ordered.with_columns(
         (pl.col("instance_id") + "#" + chunk.cast(pl.String).str.zfill(5)).alias("batch_id")
-    ).sort("batch_id", "input_row")
+    )
+    del ordered
+    if batched["batch_id"].is_sorted():  # as it is unless an ID sorts below "#"
+        return batched
+    return batched.sort("batch_id", "input_row")
 
 
 def scope_instances(items: pl.DataFrame) -> pl.DataFrame:
@@ -155,6 +163,7 @@ def prepare(job: Job, input_path: Path) -> Prepared:
     canonical = [c.name for c in type(job).columns]
     normalized = job.normalize(table.frame.select("input_row", *canonical))
     rejects = rejects_frame(table, normalized.rejects)
-    planned = plan(job, normalized.items, rows_total=table.frame.height,
-                   rows_rejected=rejects.height)
-    return Prepared(job, input_path, table.sha256, planned, rejects, table.rows_blank)
+    rows_total, sha256, rows_blank = table.frame.height, table.sha256, table.rows_blank
+    del table  # the input as read is not needed to plan: let it go before planning copies
+    planned = plan(job, normalized.items, rows_total=rows_total, rows_rejected=rejects.height)
+    return Prepared(job, input_path, sha256, planned, rejects, rows_blank)
