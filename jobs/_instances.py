@@ -9,6 +9,8 @@ import polars as pl
 from connect_bulk.pipeline.errors import ClientFault
 from connect_bulk.pipeline.job import Batch, Column, Context
 
+from ._listing import instance_key
+
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PARTITION = r"aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b"
 INSTANCE_ARN = rf"^arn:(?:{PARTITION}):connect:([a-z0-9-]+):(\d{{12}}):instance/({UUID})$"
@@ -57,13 +59,16 @@ def first_reason(*rules: tuple[pl.Expr, pl.Expr]) -> pl.Expr:
     return result
 
 
+ALIAS_NOTE = "instance-alias"
+
+
 async def describe_alias(ctx: Context, batch: Batch) -> str | None:
     """The alias an administrator knows the instance by (``DescribeInstance``), noted for
     resume (use through ``PerInstance``: once per instance and run). An instance that cannot
     be described (gone, or not allowed) has none: the alias names things, it never fails an
     item."""
-    key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
-    noted = ctx.notes.get("instance-alias", key)
+    key = instance_key(batch)
+    noted = ctx.notes.get(ALIAS_NOTE, key)
     if noted is None:
         try:
             answer = await ctx.aws.call("connect", "DescribeInstance", region=batch.region,
@@ -73,5 +78,5 @@ async def describe_alias(ctx: Context, batch: Batch) -> str | None:
         except ClientFault:
             alias = None
         noted = {"alias": str(alias) if alias else None}
-        ctx.notes.put("instance-alias", key, noted)
+        ctx.notes.put(ALIAS_NOTE, key, noted)
     return noted["alias"]  # type: ignore[no-any-return]

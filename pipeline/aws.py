@@ -82,7 +82,9 @@ class Caller:
 
     def __init__(self, settings: AwsSettings, *, backoff: Backoff | None = None,
                  stats: dict[str, OperationStats] | None = None,
-                 on_retry: Callable[[str, CallError, float], None] | None = None) -> None:
+                 on_retry: Callable[[str, CallError, float], None] | None = None,
+                 on_learned: Callable[[tuple[str, str, str], float], None] | None = None,
+                 ) -> None:
         self.settings = settings
         self.backoff = backoff or Backoff()
         self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
@@ -101,6 +103,8 @@ class Caller:
         self._waiting: set[anyio.CancelScope] = set()
         #: told of each failed attempt that will be tried again: (operation, error, delay)
         self.on_retry = on_retry
+        #: told of each limiter that starts from a rate an earlier run learned: (key, rate)
+        self.on_learned = on_learned
 
     async def __aenter__(self) -> Caller:
         import aioboto3
@@ -211,10 +215,13 @@ class Caller:
     def limiter(self, operation: str, account: str, region: str) -> AdaptiveRate:
         key = (operation, account, region)
         if key not in self._limiters:
-            self._limiters[key] = AdaptiveRate(
+            learned = self._learned.get(key) if self.settings.adaptive else None
+            limiter = self._limiters[key] = AdaptiveRate(
                 self.settings.rate, self.settings.burst, adaptive=self.settings.adaptive,
-                learned=self._learned.get(key) if self.settings.adaptive else None,
+                learned=learned,
             )
+            if learned is not None and self.on_learned is not None:
+                self.on_learned(key, limiter.rate)
         return self._limiters[key]
 
     def keep_learned(self) -> None:

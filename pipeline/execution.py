@@ -148,8 +148,8 @@ async def _run_async(
     deadline: datetime | None, report: Report, stop: Stop,
 ) -> dict[str, dict[str, int]]:
     stats = {op: OperationStats(**v) for op, v in journal.calls.items()}
-    async with Caller(options.aws, stats=stats, on_retry=_retry_logger(events, options)) \
-            as caller:
+    async with Caller(options.aws, stats=stats, on_retry=_retry_logger(events, options),
+                      on_learned=_learned_logger(events)) as caller:
         stop.on_stop(caller.stop_calls)
         with signals.listening(stop.signal):
             if pending.height:
@@ -220,6 +220,20 @@ def _retry_logger(events: EventLog, options: RunOptions) -> Callable[[str, CallE
                     f"{error.message}); attempt {error.attempts} of "
                     f"{options.aws.max_attempts}, next in {delay:.1f}s",
                     operation=operation, error_code=error.code)
+
+    return log
+
+
+def _learned_logger(events: EventLog) -> Callable[[tuple[str, str, str], float], None]:
+    """A limiter that starts from an earlier run's rate says so: why a run starts at 7.8/s."""
+
+    def log(key: tuple[str, str, str], rate: float) -> None:
+        operation, account, region = key
+        events.emit("rate_from_last_run",
+                    message=f"{operation} in {account}/{region} starts at {rate:.3g}/s, from "
+                            "what an earlier run learned (--state-dir)",
+                    operation=operation, account_id=account, region=region,
+                    rate=round(rate, 3))
 
     return log
 

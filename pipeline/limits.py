@@ -103,8 +103,8 @@ class AdaptiveRate:
         if not adaptive:
             start = ceiling
         elif learned is not None and learned.measured:
-            self._start_below(min(ceiling, learned.rate), now)
             self._grant = min(ceiling, learned.rate)
+            self._start_below(self._grant, now)
             self._throttled = True
             start = self._rate
         else:
@@ -171,11 +171,14 @@ class AdaptiveRate:
         if not empty and self._tuned * (1 - 1e-9) <= rate < self._tuned * (1 + self.RETUNE):
             return
         size = self._size(rate)
-        old = self._limiter
-        # What the old bucket would let through at once, the new one lets through, no more: a
-        # bigger bucket fills at its rate, it does not make tokens.
-        free = max(0.0, float(old.max_rate) - self._carry - self._fill_of(old))
-        self._carry = size if empty else max(0.0, size - free)
+        if empty:
+            self._carry = size
+        else:
+            # What the old bucket would let through at once, the new one lets through, no
+            # more: a bigger bucket fills at its rate, it does not make tokens.
+            old = self._limiter
+            free = max(0.0, float(old.max_rate) - self._carry - self._fill_of(old))
+            self._carry = max(0.0, size - free)
         self._limiter = AsyncLimiter(size, size / rate)
         self._tuned = rate
 
@@ -245,6 +248,7 @@ class AdaptiveRate:
         if not self.adaptive:
             return
         now = self._clock()
+        self._forget(now)  # a run that is never throttled keeps a window, not every call
         bisect.insort(self._successes, sent_at)
         second = len(self._successes) - bisect.bisect_left(self._successes, now - 1.0)
         self._peak = max(self._peak, float(second))
@@ -266,8 +270,9 @@ class AdaptiveRate:
             return None
         if self._grant is not None:
             return Learned(self._grant, measured=True)
-        if self._peak:
-            return Learned(min(self._rate, self._peak), measured=False)
+        held = min(self._rate, self._peak)
+        if held > self.START_RATE:  # below it, the next run would start no differently
+            return Learned(held, measured=False)
         return None
 
     def statistics(self) -> RateStatistics:

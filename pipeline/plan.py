@@ -34,9 +34,8 @@ def deduplicate(items: pl.DataFrame) -> pl.DataFrame:
     column, so it is taken only when there is something to do.)"""
     if not items["input_row"].is_sorted():
         items = items.sort("input_row")
-    if items.select(pl.struct("instance_id", "item_key").is_duplicated().any()).item():
-        items = items.unique(["instance_id", "item_key"], keep="first", maintain_order=True)
-    return items
+    first = items.select(pl.struct("instance_id", "item_key").is_first_distinct()).to_series()
+    return items if first.all() else items.filter(first)
 
 
 def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
@@ -50,7 +49,6 @@ def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
     batched = ordered.with_columns(
         (pl.col("instance_id") + "#" + chunk.cast(pl.String).str.zfill(5)).alias("batch_id")
     )
-    del ordered
     if batched["batch_id"].is_sorted():  # as it is unless an ID sorts below "#"
         return batched
     return batched.sort("batch_id", "input_row")

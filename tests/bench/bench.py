@@ -383,20 +383,37 @@ def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
-def scale(rows: int, instances: int, lines: list[list[str]]) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    path = folder / "big.csv"
+def write_rows(path: Path, rows: int, instances: int, *, duplicates: bool = False) -> Path:
+    """``rows`` numbers over ``instances`` instances, or one row ``rows`` times."""
     per = rows // instances
-    account = "123456789012"
     with path.open("w") as handle:
         handle.write("instance_id,phone_number\n")
         for i in range(instances):
-            arn = f"arn:aws:connect:us-east-1:{account}:instance/{uuid.UUID(int=i + 1)}"
-            handle.writelines(f"{arn},{uuid.uuid4()}\n" for _ in range(per))
-    seconds, rss = peak_rss_mb([*CLI, "plan", "flow-associations", str(path),
-                                "--json"])
-    lines.append([f"plan {rows:,} rows, {instances:,} instances", f"{seconds:.1f} s",
-                  f"{rss:.0f} MB peak RSS", "", "", ""])
+            arn = f"arn:aws:connect:us-east-1:123456789012:instance/{uuid.UUID(int=i + 1)}"
+            if duplicates:
+                handle.write(f"{arn},{uuid.UUID(int=7)}\n" * per)
+            else:
+                handle.writelines(f"{arn},{uuid.uuid4()}\n" for _ in range(per))
+    return path
+
+
+def plan_peak(path: Path, label: str, lines: list[list[str]]) -> None:
+    seconds, rss = peak_rss_mb([*CLI, "plan", "flow-associations", str(path), "--json"])
+    lines.append([label, f"{seconds:.1f} s", f"{rss:.0f} MB peak RSS", "", "", ""])
+
+
+def scale(rows: int, instances: int, lines: list[list[str]], big_rows: int) -> None:
+    """Planning at every input size SPEC §9 names, and a resume of a large run."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    path = write_rows(folder / "big.csv", rows, instances)
+    plan_peak(path, f"plan {rows:,} rows, {instances:,} instances", lines)
+    if big_rows:
+        bigger = write_rows(folder / "bigger.csv", big_rows, instances)
+        plan_peak(bigger, f"plan {big_rows:,} rows, {instances:,} instances", lines)
+        bigger.unlink()
+        same = write_rows(folder / "same.csv", big_rows, 1, duplicates=True)
+        plan_peak(same, f"plan {big_rows:,} copies of one row", lines)
+        same.unlink()
 
     # A run 99% done: started, killed before its first call, then 99% of its items written
     # as done; resume is timed to its first call.
@@ -462,6 +479,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="the sandbox quota R")
     parser.add_argument("--calls", type=int, default=600, help="calls per quota scenario")
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--big-rows", type=int, default=10_000_000,
+                        help="the large input sizes planned (0: skip them)")
     parser.add_argument("--only", choices=["quota", "overhead", "scale", "startup"])
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -470,9 +489,10 @@ def main() -> None:
     if args.only in (None, "quota"):
         quota_and_peers(args.rate, args.calls, lines)
     if args.only in (None, "overhead"):
-        overhead(600, 16, lines)
+        for concurrency in (16, 64):  # the default, and a user's raised one
+            overhead(600, concurrency, lines)
     if args.only in (None, "scale"):
-        scale(args.rows, 5000, lines)
+        scale(args.rows, 5000, lines, args.big_rows)
     if args.only in (None, "startup"):
         startup(lines)
     print("| scenario | calls/s or time | ratio | throttled | calls made | note |")

@@ -26,14 +26,24 @@ def _numbers(sandbox: Sandbox, instances: int, per_instance: int) -> list[list[s
     return rows
 
 
-def _run(sandbox: Sandbox, path: Path, out: Path, run_id: str, *args: str) -> dict[str, Any]:
+def _run(sandbox: Sandbox, path: Path, out: Path, run_id: str, *args: str,
+         rate: float = 5 * QUOTA) -> dict[str, Any]:
     result = run_cli("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
-                     "--out", str(out), "--run-id", run_id, "--rate", str(5 * QUOTA),
+                     "--out", str(out), "--run-id", run_id, "--rate", f"{rate:g}",
                      "--no-flow-names", "--log-format", "json", *args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     summary: dict[str, Any] = json.loads((out / run_id / "summary.json").read_text())
     return summary | {"stderr": result.stderr}
+
+
+def _events(run: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in run["stderr"].splitlines() if f'"{name}"' in line]
+
+
+def _starts(run: dict[str, Any]) -> dict[str, float]:
+    """The rate each operation started from, where an earlier run's was used."""
+    return {e["operation"]: e["rate"] for e in _events(run, "rate_from_last_run")}
 
 
 def test_the_next_run_starts_from_the_rate_the_last_one_learned(
@@ -55,18 +65,47 @@ def test_the_next_run_starts_from_the_rate_the_last_one_learned(
     assert throttled[0] > 0  # the first run had to find the quota ...
     assert throttled[1] <= throttled[0]  # ... the second started from it
     assert second["items_succeeded"] == first["items_succeeded"] == 6000
+    assert _starts(first) == {}
+    assert abs(_starts(second)[OP] - 0.97 * entry["rate"]) < 0.01 * QUOTA
+
+    # never above --rate: a run told less starts at what it was told
+    small = write_csv(tmp_path / "small.csv", ["instance_id", "phone_number"],
+                      [[row[0], row[1]] for row in _numbers_of(path)[:200]])
+    third = _run(sandbox, small, tmp_path / "out", "third", "--state-dir", str(state),
+                 rate=QUOTA / 2)
+    assert _starts(third)[OP] <= QUOTA / 2
+
+
+def _numbers_of(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text().splitlines()[1:]]
+
+
+def test_a_state_file_that_cannot_be_read_starts_from_scratch_and_is_written_anew(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
+                     _numbers(sandbox, instances=1, per_instance=3000))
+    sandbox.faults(quota=[f"{OP}={QUOTA:g}/{2 * QUOTA:g}"])
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "learned-rates.json").write_text('{"rates": {"x": ')  # torn by a full disk
+    run = _run(sandbox, path, tmp_path / "out", "r", "--state-dir", str(state))
+    assert run["state"] == "succeeded"
+    assert _starts(run) == {}
+    kept = json.loads((state / "learned-rates.json").read_text())["rates"]
+    assert any(OP in name for name in kept)
 
 
 def test_a_state_dir_that_cannot_be_written_is_a_warning_not_a_failed_run(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
-                     _numbers(sandbox, instances=1, per_instance=200))
+                     _numbers(sandbox, instances=1, per_instance=3000))
+    sandbox.faults(quota=[f"{OP}={QUOTA:g}/{2 * QUOTA:g}"])  # a rate to learn and keep
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     run = _run(sandbox, path, tmp_path / "out", "r", "--state-dir", str(blocked / "state"))
     assert run["state"] == "succeeded"
-    warnings = [json.loads(line) for line in run["stderr"].splitlines()
-                if '"state_not_kept"' in line]
+    warnings = _events(run, "state_not_kept")
     assert len(warnings) == 1
     assert "learned rates not kept" in warnings[0]["message"]
