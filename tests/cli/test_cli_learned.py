@@ -26,6 +26,14 @@ def _numbers(sandbox: Sandbox, instances: int, per_instance: int) -> list[list[s
     return rows
 
 
+def _under_quota(sandbox: Sandbox, tmp_path: Path, instances: int) -> tuple[Path, list[list[str]]]:
+    """An input of ``instances`` x 3000 numbers, and the quota (its bucket full) to learn."""
+    rows = _numbers(sandbox, instances=instances, per_instance=3000)
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"], rows)
+    sandbox.faults(quota=[f"{OP}={QUOTA:g}/{2 * QUOTA:g}"])
+    return path, rows
+
+
 def _run(sandbox: Sandbox, path: Path, out: Path, run_id: str, *args: str,
          rate: float = 5 * QUOTA) -> dict[str, Any]:
     result = run_cli("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
@@ -49,9 +57,7 @@ def _starts(run: dict[str, Any]) -> dict[str, float]:
 def test_the_next_run_starts_from_the_rate_the_last_one_learned(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
-                     _numbers(sandbox, instances=2, per_instance=3000))
-    sandbox.faults(quota=[f"{OP}={QUOTA:g}/{2 * QUOTA:g}"])
+    path, rows = _under_quota(sandbox, tmp_path, instances=2)
     state = tmp_path / "state"
     first = _run(sandbox, path, tmp_path / "out", "first", "--state-dir", str(state))
     kept = json.loads((state / "learned-rates.json").read_text())["rates"]
@@ -70,22 +76,16 @@ def test_the_next_run_starts_from_the_rate_the_last_one_learned(
 
     # never above --rate: a run told less starts at what it was told
     small = write_csv(tmp_path / "small.csv", ["instance_id", "phone_number"],
-                      [[row[0], row[1]] for row in _numbers_of(path)[:200]])
+                      rows[:200])
     third = _run(sandbox, small, tmp_path / "out", "third", "--state-dir", str(state),
                  rate=QUOTA / 2)
     assert _starts(third)[OP] <= QUOTA / 2
 
 
-def _numbers_of(path: Path) -> list[list[str]]:
-    return [line.split(",") for line in path.read_text().splitlines()[1:]]
-
-
 def test_a_state_file_that_cannot_be_read_starts_from_scratch_and_is_written_anew(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
-                     _numbers(sandbox, instances=1, per_instance=3000))
-    sandbox.faults(quota=[f"{OP}={QUOTA:g}/{2 * QUOTA:g}"])
+    path, _ = _under_quota(sandbox, tmp_path, instances=1)
     state = tmp_path / "state"
     state.mkdir()
     (state / "learned-rates.json").write_text('{"rates": {"x": ')  # torn by a full disk
@@ -99,9 +99,7 @@ def test_a_state_file_that_cannot_be_read_starts_from_scratch_and_is_written_ane
 def test_a_state_dir_that_cannot_be_written_is_a_warning_not_a_failed_run(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
-                     _numbers(sandbox, instances=1, per_instance=3000))
-    sandbox.faults(quota=[f"{OP}={QUOTA:g}/{2 * QUOTA:g}"])  # a rate to learn and keep
+    path, _ = _under_quota(sandbox, tmp_path, instances=1)  # a rate to learn and keep
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     run = _run(sandbox, path, tmp_path / "out", "r", "--state-dir", str(blocked / "state"))
