@@ -27,7 +27,7 @@ def partition_of(region: str) -> str:
     return "aws"
 
 
-def normalize_instances(frame: pl.DataFrame) -> pl.DataFrame:
+def normalize_instances(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Add ``_instance``, ``_inst_region``, ``_inst_account`` from ``instance_id``: a bare ID or
     an instance ARN, lower-cased (IDs and ARNs of one instance are one instance)."""
     raw = pl.col("instance_id")

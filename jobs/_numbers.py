@@ -27,7 +27,7 @@ NUMBER_COLUMN = Column("phone_number", ("phone_number_id", "phone_number_arn", "
                        help="phone number ID (UUID), phone number ARN, or E.164 number")
 
 
-def normalize_numbers(frame: pl.DataFrame) -> pl.DataFrame:
+def normalize_numbers(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Add the instance's and the number's parts: ``_instance``, ``_inst_region``,
     ``_inst_account``, ``_number`` (ID), ``_num_region``, ``_num_account``, ``_num_instance``,
     ``_e164`` (+1 (555) 010-0000 and the like, as E.164)."""
@@ -70,7 +70,8 @@ def number_reasons() -> list[tuple[pl.Expr, pl.Expr]]:
 
 
 def number_item_columns() -> list[pl.Expr]:
-    """The engine's item columns for a number, and ``phone_number_id``, ``phone_number``."""
+    """The engine's item columns for a number, and ``phone_number`` (E.164, for a number given
+    so; the ID is the item key)."""
     num = pl.col("_number")
     return [
         # A number given as E.164 is keyed by it until the instance's listing names its ID.
@@ -79,7 +80,6 @@ def number_item_columns() -> list[pl.Expr]:
         pl.coalesce("_inst_region", "_num_region").alias("region"),
         pl.coalesce("_inst_account", "_num_account").alias("account_id"),
         pl.col("input_row"),
-        num.alias("phone_number_id"),
         pl.when(num.is_null()).then(pl.col("_e164")).alias("phone_number"),
     ]
 

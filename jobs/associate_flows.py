@@ -133,6 +133,9 @@ class AssociateFlows(Job):
     def calls_per_instance(self) -> dict[str, float]:
         return {"ListContactFlows": 1.0, "DescribeInstance": 1.0}
 
+    def across_rows(self, items: pl.DataFrame) -> pl.DataFrame:
+        return _conflicts(items)
+
     def describe(self, items: pl.DataFrame) -> list[str]:
         counts = (items.group_by("instance_id", "flow").len()
                   .sort("len", "instance_id", "flow", descending=[True, False, False],
@@ -145,7 +148,7 @@ class AssociateFlows(Job):
 
     # -- input ------------------------------------------------------------------------------
 
-    def normalize(self, frame: pl.DataFrame) -> Normalized:
+    def normalize(self, frame: pl.LazyFrame) -> Normalized:
         flow = pl.col("flow")
         frame = normalize_numbers(frame).with_columns(
             pl.when(flow.str.contains(f"^{UUID}$")).then(pl.lit("id:") + flow.str.to_lowercase())
@@ -165,7 +168,6 @@ class AssociateFlows(Job):
              pl.lit("flow ARN names instance ") + pl.col("_flow_instance") + pl.lit(", not ")
              + pl.col("_instance")),
         ))
-        frame = _reject_conflicts(frame)
         rejects = frame.filter(pl.col("reason").is_not_null()).select("input_row", "reason")
         items = frame.filter(pl.col("reason").is_null()).select(
             *number_item_columns(), pl.col("_flow").alias("flow"))
@@ -304,17 +306,18 @@ class AssociateFlows(Job):
 JOB = AssociateFlows
 
 
-def _reject_conflicts(frame: pl.DataFrame) -> pl.DataFrame:
-    """The same number given different flows: every such row is a reject naming the others."""
-    key = [pl.col("_instance"), pl.coalesce("_number", "_e164")]
-    valid = pl.col("reason").is_null()
-    flows = pl.col("_flow").filter(valid).n_unique().over(key)
-    rows = pl.col("input_row").filter(valid).cast(pl.String).str.join(", ").over(key)
-    return frame.with_columns(
-        pl.when(valid & (flows > 1))
-        .then(pl.lit("phone_number ") + pl.col("phone_number")
-              + pl.lit(" is given different flows on rows ") + rows)
-        .otherwise(pl.col("reason")).alias("reason"))
+def _conflicts(items: pl.DataFrame) -> pl.DataFrame:
+    """The same number given different flows: every such row is refused, naming the others."""
+    key = ["instance_id", "item_key"]
+    clashes = items.filter(pl.col("flow").n_unique().over(key) > 1)
+    if clashes.is_empty():
+        return clashes.select("input_row", pl.lit(None, dtype=pl.String).alias("reason"))
+    rows = pl.col("input_row").cast(pl.String).str.join(", ").over(key)
+    number = pl.coalesce("phone_number", "item_key")
+    return clashes.sort("input_row").select(
+        "input_row",
+        (pl.lit("phone_number ") + number + pl.lit(" is given different flows on rows ") + rows)
+        .alias("reason"))
 
 
 def _target(item: Item, flows: Flows, batch: Batch) -> Flow | Failure | None:

@@ -167,7 +167,7 @@ class CampaignOnboarding(Job):
 
     # -- input ------------------------------------------------------------------------------
 
-    def normalize(self, frame: pl.DataFrame) -> Normalized:
+    def normalize(self, frame: pl.LazyFrame) -> Normalized:
         key = pl.col("kms_key_arn")
         frame = normalize_instances(frame).with_columns(
             pl.coalesce(key, pl.lit(self.default_key, dtype=pl.String)).alias("_key")

@@ -89,7 +89,7 @@ class FlowAssociations(Job):
     def calls_per_instance(self) -> dict[str, float]:
         return {"DescribeInstance": 1.0} | ({"ListContactFlows": 1.0} if self.flow_names else {})
 
-    def normalize(self, frame: pl.DataFrame) -> Normalized:
+    def normalize(self, frame: pl.LazyFrame) -> Normalized:
         frame = normalize_numbers(frame)
         frame = frame.with_columns(first_reason(*number_reasons()))
         rejects = frame.filter(pl.col("reason").is_not_null()).select("input_row", "reason")
@@ -107,7 +107,8 @@ class FlowAssociations(Job):
         flows = await self._flow_names(ctx, batch)
         # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
         # built from the instance's partition, region and account where the input gave an ID.
-        arns = {number_id: number_arn(batch, number_id) for number_id in ids.values()}
+        prefix = number_arn(batch, "")
+        arns = {number_id: prefix + number_id for number_id in ids.values()}
         answer = await ctx.aws.call(
             "connect", self.operation, region=batch.region, account=batch.account_id,
             InstanceId=batch.instance_id,
@@ -124,16 +125,14 @@ class FlowAssociations(Job):
             number_id = ids[item.item_key]
             summary = by_id.get(number_id)
             flow_id = summary.get("FlowId") if summary else None
-            number = number_row(
+            row = number_row(
                 batch, number_id, alias=alias,
                 e164=item.data.get("phone_number") or resolved.e164.get(number_id),
                 arn=summary["ResourceId"] if summary else arns[number_id])
-            outcomes.append(Success(item, number | {
-                "resource_type": self.resource_type,
-                "flow_id": flow_id,
-                "flow_name": flows.name_of(flow_id) if flows else None,
-                "associated": summary is not None,
-            }, answer.attempts))
+            row.update(resource_type=self.resource_type, flow_id=flow_id,
+                       flow_name=flows.name_of(flow_id) if flows else None,
+                       associated=summary is not None)
+            outcomes.append(Success(item, row, answer.attempts))
         return outcomes
 
 

@@ -13,7 +13,8 @@ import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import anyio
 
@@ -38,16 +39,21 @@ class Column:
     help: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One unit of work: ``(instance_id, item_key)`` is its identity within a run."""
+NO_DATA: Mapping[str, Any] = MappingProxyType({})
+
+
+class Item(NamedTuple):
+    """One unit of work: ``(instance_id, item_key)`` is its identity within a run.
+
+    Items, and the outcomes below, are made once per number on the hot path: named tuples,
+    immutable and about four times cheaper to make than frozen dataclasses."""
 
     item_key: str
     instance_id: str
     region: str
     account_id: str
     input_row: int
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = NO_DATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +76,13 @@ class Batch:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Success:
+class Success(NamedTuple):
     item: Item
     row: Mapping[str, Any]
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
+class Failure(NamedTuple):
     item: Item
     error: CallError
 
@@ -132,15 +136,16 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
-    """The job's reading of the input: valid rows as items, and the rows it refused.
+    """The job's reading of the input: valid rows as items, and the rows it refused; queries
+    over the input, run a chunk at a time (the input is never held whole).
 
     ``items`` has at least ``item_key``, ``instance_id``, ``region`` (null: the run's region),
     ``account_id`` (null: the caller's account) and ``input_row``; ``rejects`` has
     ``input_row`` and ``reason``.
     """
 
-    items: pl.DataFrame
-    rejects: pl.DataFrame
+    items: pl.LazyFrame
+    rejects: pl.LazyFrame
 
 
 class Job(ABC):
@@ -181,8 +186,17 @@ class Job(ABC):
         return []
 
     @abstractmethod
-    def normalize(self, frame: pl.DataFrame) -> Normalized:
-        """Turn the input (every column a string, plus ``input_row``) into items and rejects."""
+    def normalize(self, frame: pl.LazyFrame) -> Normalized:
+        """Turn the input (every column a string, plus ``input_row``) into items and rejects:
+        expressions over ``frame`` (``with_columns``, ``filter``, ``select``)."""
+
+    def across_rows(self, items: pl.DataFrame) -> pl.DataFrame:
+        """Rules across rows (the same number given two flows), once every block of the input
+        is read: the ``input_row`` and ``reason`` of the items they refuse. ``normalize`` sees a
+        block at a time, so a rule that compares rows belongs here."""
+        import polars as pl
+
+        return pl.DataFrame(schema={"input_row": pl.Int64, "reason": pl.String})
 
     def describe(self, items: pl.DataFrame) -> list[str]:
         """Lines that tell an operator what a mutating run will do, before it asks."""

@@ -14,7 +14,6 @@ redriven item that succeeds leaves ``failures.parquet``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import polars as pl
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -95,13 +95,18 @@ class Journal:
         self.flush_s = flush_s
         self.counts = Counts()
         self.calls: dict[str, dict[str, int]] = {}
-        self._results: list[dict[str, Any]] = []
-        self._failures: list[dict[str, Any]] = []
+        # Rows as the log holds them, each with its timestamp last (see ``_buffer``).
+        self._results: list[list[Any]] = []
+        self._failures: list[list[Any]] = []
         self._next_part = 1 + max((n for _, n in self._parts()), default=0)
-        self._wal_lines: list[str] = []
+        self._wal_lines: list[bytes] = []
         # The log's column order: the schema but the timestamp, logged once per batch.
         self._logged_result_columns = [c for c in self.schema if c != "completed_at"]
         self._logged_failure_columns = [c for c in FAILURE_SCHEMA if c != "failed_at"]
+        # Where the engine's own values go in a logged result row (they win over the job's).
+        self._engine_positions = [self._logged_result_columns.index(c) for c in
+                                  ("item_key", "instance_id", "input_row", "batch_id",
+                                   "attempts")]
         self.redrive = False
         #: told when a write fails (disk full, read-only): the run must stop; nothing more is
         #: written, and what was not yet durable is not counted
@@ -158,11 +163,11 @@ class Journal:
         (a crash mid-write); a bad line before the last is damage."""
         if not self.wal.is_file():
             return []
-        lines = self.wal.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = self.wal.read_bytes().splitlines()
         entries = []
         for number, line in enumerate(lines, 1):
             try:
-                entry = json.loads(line)
+                entry = orjson.loads(line)
                 entry["at"] = datetime.fromisoformat(entry["at"])
                 if not isinstance(entry["results"], list) or not isinstance(
                         entry["failures"], list):
@@ -177,17 +182,14 @@ class Journal:
 
     def _replay_wal(self) -> None:
         """Put what a crashed execution logged but never compacted back in the buffers."""
-        result_columns, failure_columns = self._logged_result_columns, self._logged_failure_columns
+        widths = len(self._logged_result_columns), len(self._logged_failure_columns)
         for entry in self._read_wal():
-            at = entry["at"]
-            try:
-                self._results += [dict(zip(result_columns, values, strict=True))
-                                  | {"completed_at": at} for values in entry["results"]]
-                self._failures += [dict(zip(failure_columns, values, strict=True))
-                                   | {"failed_at": at} for values in entry["failures"]]
-            except (ValueError, TypeError) as exc:
+            results, failures = entry["results"], entry["failures"]
+            if any(not isinstance(v, list) or len(v) != widths[0] for v in results) or any(
+                    not isinstance(v, list) or len(v) != widths[1] for v in failures):
                 raise DamagedRun(self.wal, f"an entry of batch {entry.get('batch_id')} does "
-                                 "not fit the run's columns") from exc
+                                 "not fit the run's columns")
+            self._buffer(results, failures, entry["at"])
 
     def check(self) -> None:
         """Raise ``DamagedRun`` for a file that cannot be trusted: the planned items, the
@@ -233,38 +235,42 @@ class Journal:
     # -- writing ----------------------------------------------------------------------------
 
     def record(self, batch_id: str, outcomes: list[Outcome]) -> None:
-        """Buffer a batch's outcomes as rows, and log them as one line: values in column
-        order, the timestamp once (the log is on the hot path: keep it lean)."""
+        """Buffer a batch's outcomes as rows of values, and log them as one line: values in
+        column order, the timestamp once (the log is on the hot path: keep it lean)."""
         now = utc_now()
         results, failures = [], []
-        result_columns = self._logged_result_columns
+        columns, at = self._logged_result_columns, self._engine_positions
         for outcome in outcomes:
             item = outcome.item
             if self.redrive:
                 self._uncounted.failed -= 1  # it was a failure; this outcome replaces it
             if isinstance(outcome, Success):
                 self._uncounted.succeeded += 1
-                row = dict(outcome.row) | {
-                    "item_key": item.item_key,
-                    "instance_id": item.instance_id,
-                    "input_row": item.input_row,
-                    "batch_id": batch_id,
-                    "attempts": outcome.attempts,
-                }
-                results.append([row.get(c) for c in result_columns])
-                self._results.append(row | {"completed_at": now})
+                get = outcome.row.get
+                values = list(map(get, columns))
+                values[at[0]], values[at[1]], values[at[2]] = (
+                    item.item_key, item.instance_id, item.input_row)
+                values[at[3]], values[at[4]] = batch_id, outcome.attempts
+                results.append(values)
             elif isinstance(outcome, Failure):
                 self._uncounted.failed += 1
                 error = outcome.error
-                values = [item.item_key, item.instance_id, item.input_row, error.code,
-                          error.message, error.http_status, error.retryable, error.attempts,
-                          batch_id]
-                failures.append(values)
-                self._failures.append(
-                    dict(zip(FAILURE_SCHEMA, values, strict=False)) | {"failed_at": now})
-        self._wal_lines.append(json.dumps(
+                failures.append([item.item_key, item.instance_id, item.input_row, error.code,
+                                 error.message, error.http_status, error.retryable,
+                                 error.attempts, batch_id])
+        self._wal_lines.append(orjson.dumps(
             {"batch_id": batch_id, "at": now.isoformat(), "results": results,
-             "failures": failures}, separators=(",", ":")) + "\n")
+             "failures": failures}, option=orjson.OPT_APPEND_NEWLINE))
+        self._buffer(results, failures, now)
+
+    def _buffer(self, results: list[list[Any]], failures: list[list[Any]],
+                at: datetime) -> None:
+        """Rows of logged values, each with its timestamp last (a part's columns in the log's
+        order, then ``completed_at`` or ``failed_at``)."""
+        for values in (*results, *failures):
+            values.append(at)
+        self._results += results
+        self._failures += failures
 
     def sync_wal(self) -> None:
         """Make every outcome recorded so far durable (one fsync for all of them); only then
@@ -272,7 +278,7 @@ class Journal:
         if not self._wal_lines:
             return
         lines, self._wal_lines = self._wal_lines, []
-        with self.wal.open("a", encoding="utf-8") as handle:
+        with self.wal.open("ab") as handle:
             handle.writelines(lines)
             handle.flush()
             os.fsync(handle.fileno())
@@ -304,11 +310,13 @@ class Journal:
             number = self._next_part
             self._next_part += 1
             if self._results:
-                frame = pl.DataFrame(self._results, schema=self.schema)
+                logged = {c: self.schema[c] for c in self._logged_result_columns}
+                frame = pl.DataFrame(self._results, orient="row", schema=logged | {
+                    "completed_at": TIMESTAMP}).select(list(self.schema))
                 self._write_part(f"results-{number:06d}.parquet", frame)
                 crashpoint("part-written")
             if self._failures:
-                frame = pl.DataFrame(self._failures, schema=FAILURE_SCHEMA)
+                frame = pl.DataFrame(self._failures, schema=FAILURE_SCHEMA, orient="row")
                 self._write_part(f"failures-{number:06d}.parquet", frame)
                 crashpoint("part-written")
             self._results, self._failures = [], []

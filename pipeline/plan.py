@@ -3,18 +3,24 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from .inputs import read_input, rejects_frame
-from .job import Batch, Item, Job
+from .crashpoints import crashpoint
+from .inputs import InputFile
+from .job import NO_DATA, Batch, Item, Job
 
+KEY = ["instance_id", "item_key"]
 ENGINE_COLUMNS = ("item_key", "instance_id", "region", "account_id", "input_row")
+#: columns whose values repeat down the items (an instance's every number): held as categories,
+#: four bytes a row instead of the whole string, as is ``batch_id``
+SHARED = ("instance_id", "region", "account_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +35,28 @@ class Planned:
         return self.items.height
 
 
+def first_of_each(items: pl.DataFrame, key: list[str]) -> pl.Series:
+    """Whether each row is the first of its ``key`` (rows in input order). A 64-bit hash of
+    the key finds the rows that may repeat (eight bytes a row); only those are compared whole,
+    so a hash shared by two different keys costs neither."""
+    hashes = items.select(pl.struct(*key).hash()).to_series()
+    ordered = hashes.sort()
+    repeated = ordered.filter(ordered == ordered.shift())
+    if repeated.is_empty():
+        return pl.Series("first", [True] * items.height, dtype=pl.Boolean)
+    rows = hashes.is_in(repeated.unique()).arg_true()
+    first = items.select(*key).gather(rows).select(
+        pl.struct(*key).is_first_distinct()).to_series()
+    return pl.Series("first", [True] * items.height, dtype=pl.Boolean).scatter(
+        rows.filter(~first), False)
+
+
 def deduplicate(items: pl.DataFrame) -> pl.DataFrame:
-    """One row per (instance_id, item_key): the first in the input. (Each step copies every
-    column, so it is taken only when there is something to do.)"""
+    """One row per (instance_id, item_key): the first in the input. (The filter copies every
+    column: it is taken only when there is something to drop.)"""
     if not items["input_row"].is_sorted():
         items = items.sort("input_row")
-    first = items.select(pl.struct("instance_id", "item_key").is_first_distinct()).to_series()
+    first = first_of_each(items, KEY)
     return items if first.all() else items.filter(first)
 
 
@@ -42,13 +64,23 @@ def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
     """Group per instance, in input order, ``batch_size`` items a batch: the fewest calls.
 
     A batch id is ``<instance_id>#<n>``, the n-th chunk of that instance's items in input order,
-    so the same input always gives the same batches and a resumed run can trust them.
+    so the same input always gives the same batches and a resumed run can trust them. It is a
+    category: the id strings are made once a batch, not once a row.
     """
-    ordered = items.sort("instance_id", "input_row")
-    chunk = (pl.int_range(pl.len()).over("instance_id") // batch_size).cast(pl.Int64)
-    batched = ordered.with_columns(
-        (pl.col("instance_id") + "#" + chunk.cast(pl.String).str.zfill(5)).alias("batch_id")
-    )
+    # In input order already; an input grouped by instance in ID order (what most exports
+    # are) needs no sort, which would copy every column.
+    ordered = items if items["instance_id"].is_sorted() else items.sort("instance_id",
+                                                                         "input_row")
+    chunk = (pl.int_range(pl.len()).over("instance_id") // batch_size).cast(pl.Int32)
+    starts = ordered.select(
+        ((pl.col("instance_id") != pl.col("instance_id").shift()).fill_null(True)
+         | (chunk != chunk.shift()).fill_null(True)).alias("start"))
+    heads = ordered.select("instance_id", chunk.alias("n")).filter(starts.to_series())
+    ids = heads.select(
+        (pl.col("instance_id").cast(pl.String) + "#" + pl.col("n").cast(pl.String).str.zfill(5))
+        .cast(pl.Categorical)).to_series()
+    which = starts.select(pl.col("start").cum_sum().cast(pl.UInt32) - 1).to_series()
+    batched = ordered.with_columns(ids.gather(which).alias("batch_id"))
     if batched["batch_id"].is_sorted():  # as it is unless an ID sorts below "#"
         return batched
     return batched.sort("batch_id", "input_row")
@@ -56,13 +88,17 @@ def assign_batches(items: pl.DataFrame, batch_size: int) -> pl.DataFrame:
 
 def scope_instances(items: pl.DataFrame) -> pl.DataFrame:
     """An instance named once by ARN is in that ARN's account and region on every row."""
+    scoped = ("region", "account_id")
+    if not any(items[name].has_nulls() for name in scoped):
+        return items  # every row names its scope (ARNs): nothing to fill
     return items.with_columns(
         pl.col(name).fill_null(pl.col(name).drop_nulls().first().over("instance_id"))
-        for name in ("region", "account_id")
+        for name in scoped
     )
 
 
 def plan(job: Job, items: pl.DataFrame, *, rows_total: int, rows_rejected: int) -> Planned:
+    items = items.with_columns(pl.col(c).cast(pl.Categorical) for c in SHARED)
     unique = deduplicate(scope_instances(items))
     return Planned(
         items=assign_batches(unique, job.batch_size),
@@ -74,41 +110,47 @@ def plan(job: Job, items: pl.DataFrame, *, rows_total: int, rows_rejected: int) 
 
 def iter_batches(items: pl.DataFrame, *, chunk_rows: int = 20_000) -> Iterator[Batch]:
     """Batches of ``items`` (which carry ``batch_id`` and are in batch order), built lazily:
-    rows become Python objects a chunk at a time, never all at once."""
+    rows become Python objects a chunk at a time, never all at once, and column by column
+    (a row at a time costs three times as much, on the run's hot path)."""
     if items.is_empty():
         return
     data_columns = [c for c in items.columns if c not in (*ENGINE_COLUMNS, "batch_id")]
-    columns = [*ENGINE_COLUMNS, "batch_id", *data_columns]
-    # Cut on batch boundaries, so that a chunk holds whole batches.
-    ends = items.select(
+    # Where each batch ends; chunks are cut on those ends, so that a chunk holds whole batches.
+    ends = (items.select(
         (pl.col("batch_id") != pl.col("batch_id").shift(-1)).fill_null(True).arg_true()
-    ).to_series().to_list()
-    start = 0
-    while start < items.height:
-        stop = next((end + 1 for end in ends if end + 1 - start >= chunk_rows), items.height)
-        rows = items.slice(start, stop - start).select(columns).iter_rows()
-        current: list[Item] = []
-        current_id = ""
-        for row in rows:
-            if current and row[5] != current_id:
-                yield Batch(current_id, current[0].instance_id, current[0].region,
-                            current[0].account_id, tuple(current))
-                current = []
-            current_id = row[5]
-            current.append(Item(row[0], row[1], row[2], row[3], row[4],
-                                dict(zip(data_columns, row[6:], strict=True))))
-        if current:
-            yield Batch(current_id, current[0].instance_id, current[0].region,
-                        current[0].account_id, tuple(current))
-        start = stop
+    ).to_series() + 1).to_list()
+    first = 0  # the first batch of the chunk, by its place in ``ends``
+    while first < len(ends):
+        start = ends[first - 1] if first else 0
+        last = bisect.bisect_left(ends, start + chunk_rows, lo=first)
+        last = min(max(last, first), len(ends) - 1)  # at least one batch, at most all
+        chunk = items.slice(start, ends[last] - start)
+        engine = [chunk[c].to_list() for c in ENGINE_COLUMNS]
+        values = [chunk[c].to_list() for c in data_columns]
+        data = [dict(zip(data_columns, row, strict=True)) for row in zip(*values, strict=True)
+                ] if data_columns else [NO_DATA] * chunk.height
+        rows = list(map(Item._make, zip(*engine, data, strict=True)))
+        batch_ids = chunk["batch_id"]
+        for index in range(first, last + 1):
+            a, b = (ends[index - 1] if index else 0) - start, ends[index] - start
+            head = rows[a]
+            yield Batch(batch_ids[a], head.instance_id, head.region, head.account_id,
+                        tuple(rows[a:b]))
+        first = last + 1
 
 
 def calls_by_scope(items: pl.DataFrame) -> pl.DataFrame:
-    """Batches per (account, region): what each rate limiter will see."""
+    """Batches per (account, region): what each rate limiter will see. ``items`` are in batch
+    order, so a batch or an instance is counted where it starts (counting distinct IDs would
+    hash every row's)."""
+    def starts(name: str) -> pl.Expr:
+        return (pl.col(name) != pl.col(name).shift()).fill_null(True).alias(name)
+
     return (
-        items.group_by("account_id", "region")
-        .agg(pl.col("batch_id").n_unique().alias("batches"), pl.len().alias("items"),
-             pl.col("instance_id").n_unique().alias("instances"))
+        items.select("account_id", "region", starts("batch_id"), starts("instance_id"))
+        .group_by("account_id", "region")
+        .agg(pl.col("batch_id").sum().alias("batches"), pl.len().alias("items"),
+             pl.col("instance_id").sum().alias("instances"))
         .sort("account_id", "region", nulls_last=True)
     )
 
@@ -157,11 +199,31 @@ class Prepared:
 
 
 def prepare(job: Job, input_path: Path) -> Prepared:
-    table = read_input(input_path, type(job).columns)
-    canonical = [c.name for c in type(job).columns]
-    normalized = job.normalize(table.frame.select("input_row", *canonical))
-    rejects = rejects_frame(table, normalized.rejects)
-    rows_total, sha256, rows_blank = table.frame.height, table.sha256, table.rows_blank
-    del table  # the input as read is not needed to plan: let it go before planning copies
-    planned = plan(job, normalized.items, rows_total=rows_total, rows_rejected=rejects.height)
-    return Prepared(job, input_path, sha256, planned, rejects, rows_blank)
+    """Read, judge and plan the input, a block of it at a time: what is held is the items,
+    their repeated IDs as categories, and the rejects with their original columns; never the
+    input as read."""
+    source = InputFile(input_path, type(job).columns)
+    parts: list[pl.DataFrame] = []
+    refused: list[pl.DataFrame] = []
+    copies = 0
+    for block in source.blocks():
+        normalized = job.normalize(source.canonical(block).lazy())
+        items, reasons = pl.collect_all([normalized.items, normalized.rejects])
+        # Copies of a row within a block go at once (a number given twice with two flows is
+        # not a copy: that is for ``across_rows`` to see).
+        first = first_of_each(items, [c for c in items.columns if c != "input_row"])
+        held = items if first.all() else items.filter(first)
+        parts.append(held.with_columns(pl.col(c).cast(pl.Categorical) for c in SHARED))
+        copies += items.height - held.height
+        refused.append(source.originals(block, reasons))
+    items = pl.concat(parts, rechunk=False)
+    del parts
+    across = job.across_rows(items)
+    if across.height:
+        items = items.join(across, on="input_row", how="anti", maintain_order="left")
+        refused.append(source.rejects_of(across))
+    rejects = pl.concat(refused).sort("input_row")
+    crashpoint("input-read")
+    planned = plan(job, items, rows_total=source.rows_total, rows_rejected=rejects.height)
+    planned = replace(planned, rows_duplicate=planned.rows_duplicate + copies)
+    return Prepared(job, input_path, source.sha256, planned, rejects, source.rows_blank)

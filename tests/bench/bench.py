@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import platform
+import random
 import signal
 import statistics
 import subprocess
@@ -383,13 +384,21 @@ def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
-def write_rows(path: Path, rows: int, instances: int, *, duplicates: bool = False) -> Path:
-    """``rows`` numbers over ``instances`` instances, or one row ``rows`` times."""
+def write_rows(path: Path, rows: int, instances: int, *, duplicates: bool = False,
+               shuffled: bool = False) -> Path:
+    """``rows`` numbers over ``instances`` instances (grouped by instance in ID order, or
+    ``shuffled``: instances in no order, which planning must sort), or one row ``rows`` times."""
     per = rows // instances
+    arns = [f"arn:aws:connect:us-east-1:123456789012:instance/{uuid.UUID(int=i + 1)}"
+            for i in range(instances)]
     with path.open("w") as handle:
         handle.write("instance_id,phone_number\n")
-        for i in range(instances):
-            arn = f"arn:aws:connect:us-east-1:123456789012:instance/{uuid.UUID(int=i + 1)}"
+        if shuffled:
+            order = [i for i in range(instances) for _ in range(per)]
+            random.Random(1).shuffle(order)
+            handle.writelines(f"{arns[i]},{uuid.uuid4()}\n" for i in order)
+            return path
+        for arn in arns:
             if duplicates:
                 handle.write(f"{arn},{uuid.UUID(int=7)}\n" * per)
             else:
@@ -407,6 +416,9 @@ def scale(rows: int, instances: int, lines: list[list[str]], big_rows: int) -> N
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     path = write_rows(folder / "big.csv", rows, instances)
     plan_peak(path, f"plan {rows:,} rows, {instances:,} instances", lines)
+    mixed = write_rows(folder / "mixed.csv", rows, instances, shuffled=True)
+    plan_peak(mixed, f"plan {rows:,} rows, {instances:,} instances in no order", lines)
+    mixed.unlink()
     if big_rows:
         bigger = write_rows(folder / "bigger.csv", big_rows, instances)
         plan_peak(bigger, f"plan {big_rows:,} rows, {instances:,} instances", lines)

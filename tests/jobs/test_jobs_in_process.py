@@ -128,7 +128,7 @@ def test_associate_flows_tells_what_it_will_change_per_instance_and_flow() -> No
         "flow": ["Sales", "Sales", "Sales", None, "Support"],
     })
     job = AssociateFlows(allow_disassociate=True)
-    lines = job.describe(job.normalize(frame).items)
+    lines = job.describe(job.normalize(frame.lazy()).items.collect())
     assert lines == [f"  3 numbers of instance {instance} -> flow 'Sales'",
                      f"  1 numbers of instance {instance} -> flow 'Support'",
                      f"  1 numbers of instance {instance} -> no flow (disassociate)"]

@@ -8,11 +8,19 @@ from pathlib import Path
 import polars as pl
 import pytest
 from connect_bulk.pipeline.errors import InputError
-from connect_bulk.pipeline.inputs import normal_name, read_input
+from connect_bulk.pipeline.inputs import InputFile, normal_name
 from connect_bulk.pipeline.job import Column
 
 COLUMNS = (Column("instance_id", ("instance", "instance_arn")),
            Column("kms_key_arn", ("key_arn",), required=False))
+
+
+def read_input(path: Path, columns: tuple[Column, ...]) -> InputFile:
+    """Every block read, as a plan reads them; the canonical rows in ``frame``."""
+    source = InputFile(path, columns)
+    source.frame = pl.concat(  # type: ignore[attr-defined]
+        [source.canonical(block) for block in source.blocks()])
+    return source
 
 
 @pytest.mark.parametrize("name", ["instance_id", "Instance ID", " INSTANCE-ID", "\ufeffinstanceId"])
