@@ -11,10 +11,18 @@ STAMP := $(VENV)/.installed
 # of modules too).
 MODULES := $(wildcard pipeline/*.py pipeline/sandbox/*.py jobs/*.py)
 
-$(STAMP): pyproject.toml
+# Dependencies come from uv.lock (exact versions and hashes, the same on every machine); the
+# package itself is installed editable in setuptools' strict mode, without dependencies.
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv
+
+$(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		--config-settings editable_mode=strict -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) export --frozen --quiet --extra dev --no-emit-project -o $(VENV)/requirements.txt
+	$(UV) pip install --quiet --python $(BIN)/python -r $(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--config-settings editable_mode=strict -e .
 	echo $(MODULES) > $(STAMP)
 
 # Reinstall when a module is added or removed (the link tree lists files, not folders).
@@ -25,6 +33,7 @@ endif
 install: $(STAMP)
 
 lint: $(STAMP)
+	$(UV) lock --check --quiet
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
@@ -36,8 +45,9 @@ test-all: lint
 
 # Not part of `make test`: minutes of wall time, and figures for the README, not assertions.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		--config-settings editable_mode=strict -e '.[dev,bench]'
+	$(UV) export --frozen --quiet --extra dev --extra bench --no-emit-project \
+		-o $(VENV)/requirements-bench.txt
+	$(UV) pip install --quiet --python $(BIN)/python -r $(VENV)/requirements-bench.txt
 	$(BIN)/python tests/bench/bench.py
 
 # The README's pictures of the notebooks' charts, drawn from runs against a sandbox.

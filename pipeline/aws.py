@@ -69,6 +69,8 @@ class AwsSettings:
     role_arn_template: str | None = None
     #: where learned rates are kept across runs (``learned``); None: the user's cache
     state_dir: str | None = None
+    #: ``s3://bucket/prefix`` the final files are uploaded to when an execution ends
+    publish: str | None = None
 
 
 def _method(operation: str) -> str:

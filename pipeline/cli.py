@@ -81,6 +81,10 @@ class JobGroup(click.Group):
         if self.action == "plan":
             params.append(click.Option(["--json", "as_json"], is_flag=True,
                                        help="Print the plan as JSON."))
+            params.append(click.Option(["--shards", "shards"], type=click.IntRange(1, 10_000),
+                                       default=None, metavar="N",
+                                       help="Show how the input's (account, region) scopes "
+                                            "are dealt to N shards (--shard K/N)."))
         callback = _run_callback(name) if self.action == "run" else _plan_callback(name)
         return click.Command(name, params=params, callback=callback, help=job.summary,
                              short_help=job.summary)
@@ -112,9 +116,11 @@ def _plan_callback(job_name: str) -> Callable[..., None]:
 
         input_path = params.pop("input_path")
         as_json = params.pop("as_json")
+        shards = params.pop("shards")
         options = build_options(params)
         check_options(options)
-        report = plan_report(load_job_class(job_name)(**params), input_path, options)
+        report = plan_report(load_job_class(job_name)(**params), input_path, options,
+                             shards=shards)
         if as_json:
             click.echo(json.dumps(report, indent=2))
             return
@@ -181,6 +187,27 @@ def retry(*, run_dir: Path, everything: bool, **params: Any) -> None:
     job_overrides = {name: value for name, value in params.items() if value}
     sys.exit(retry_run(run_dir, everything=everything, job_overrides=job_overrides,
                        **execution))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The merged run directory (new, or empty).")
+@click.option("--json", "as_json", is_flag=True, help="Print the merged summary as JSON.")
+@edge
+def merge(*, run_dirs: tuple[Path, ...], out: Path, as_json: bool) -> None:
+    """Join the shards of one input (runs started with --shard K/N, every K once, each
+    finished) into one run directory, read by status, show and diff as one run."""
+    from .merge import merge as merge_runs
+
+    summary = merge_runs(list(run_dirs), out)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"merged {len(run_dirs)} shards into {out}: {summary['items_succeeded']} "
+               f"succeeded, {summary['items_failed']} failed, {summary['rows_rejected']} "
+               f"rejected ({summary['state']})")
 
 
 @cli.command()

@@ -8,6 +8,8 @@
     │   └── DamagedRun        a file of the run directory too damaged to continue (exit 2)
     ├── StorageError          the run's files cannot be written mid-run: disk full, read-only
     │                         (exit 3, aborted; resume continues once the cause is fixed)
+    ├── PublishError          the run ended but --publish could not upload its files
+    │                         (exit 3; resume publishes them again once the cause is fixed)
     ├── RunLocked             another process holds the run directory (exit 75)
     ├── Abandoned             a call not retried because the run is stopping; items stay pending
     └── CallError             one AWS call failed, classified by ``classify``
@@ -54,6 +56,10 @@ class DamagedRun(UsageError):
 
 
 class StorageError(ConnectBulkError):
+    exit_code = 3
+
+
+class PublishError(ConnectBulkError):
     exit_code = 3
 
 

@@ -125,6 +125,12 @@ def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunO
                 } | _call_totals(calls))
     print_summary(summary, rundir, options.log_format,
                   lambda text: print(text, flush=True))  # noqa: T201
+    if options.aws.publish:
+        from .publish import publish
+
+        published = publish(rundir, options.aws.publish, options.aws)
+        events.emit("published", message=f"published {len(published)} files to "
+                    f"{options.aws.publish}", files=published)
     if state == "succeeded" and (summary["rows_rejected"] or summary["items_warned"]):
         return 1
     return EXIT_CODES[state]

@@ -187,11 +187,12 @@ class InputFile:
     def originals(self, block: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
         """``input_row``, ``reason`` and each original column (made inert) of ``rows``
         (``input_row``, ``reason``) found in ``block``."""
-        return rows.select("input_row", "reason").join(block.select(
+        picked = block.join(rows.select("input_row"), on="input_row", how="semi").select(
             "input_row",
             *(inert(pl.col(name)).alias(f"input_{name}" if name in RESERVED else name)
               for name in self.original_columns),
-        ), on="input_row", how="inner")
+        )
+        return rows.select("input_row", "reason").join(picked, on="input_row", how="inner")
 
     def rejects_of(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The original columns of some rows, read again (a rule across rows refused them

@@ -33,7 +33,7 @@ def _env(name: str) -> str:
 # What resume and retry take again (SPEC §2): access, pacing, and the execution's own.
 OVERRIDES = ("profile", "region", "endpoint-url", "role-arn-template", "rate", "burst",
              "adaptive", "concurrency", "max-attempts", "call-timeout", "deadline", "log-format",
-             "progress", "state-dir")
+             "progress", "state-dir", "publish")
 
 
 def run_options(*, overrides: bool = False) -> list[click.Option]:
@@ -70,6 +70,9 @@ def run_options(*, overrides: bool = False) -> list[click.Option]:
         option("--state-dir", default=None, type=click.Path(file_okay=False),
                help="Where the rates runs learn are kept for the next run against the same "
                     "quota. Default: ~/.cache/connect-bulk ($XDG_CACHE_HOME)."),
+        option("--publish", default=None, metavar="s3://BUCKET/PREFIX",
+               help="When the run ends, upload its final files (results, failures, rejects, "
+                    "rollback, run.json, summary.json) to s3://BUCKET/PREFIX/RUN_ID/."),
         option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 1000),
                help="Most calls in flight at once."),
         option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100),
@@ -89,6 +92,11 @@ def run_options(*, overrides: bool = False) -> list[click.Option]:
                help="Live progress bar. Default: on a TTY only."),
         option("--yes", is_flag=True, default=False,
                help="Skip the confirmation a mutating job asks for on a TTY."),
+        option("--shard", default=None, metavar="K/N",
+               help="Take only shard K (from 0) of N: the input's (account, region) scopes "
+                    "dealt to N runs by calls (RUN_ID-shard-K-of-N); connect-bulk merge joins "
+                    "them. Default: from AWS_BATCH_JOB_ARRAY_INDEX or JOB_COMPLETION_INDEX "
+                    "with CONNECT_BULK_SHARDS, else off."),
     ]
     return [o for o in declared if o is not None]
 
@@ -118,14 +126,23 @@ def build_options(params: dict[str, Any]) -> Any:
             concurrency=params.pop("concurrency"), max_attempts=params.pop("max_attempts"),
             read_timeout_s=params.pop("call_timeout"),
             role_arn_template=params.pop("role_arn_template"),
-            state_dir=params.pop("state_dir"),
+            state_dir=params.pop("state_dir"), publish=params.pop("publish"),
         ),
         max_failure_rate=params.pop("max_failure_rate"),
         deadline=params.pop("deadline"),
         log_format=log_format,
         progress=progress,
         yes=params.pop("yes"),
+        shard=_shard(params.pop("shard")),
     )
+
+
+def _shard(given: str | None) -> str | None:
+    """``K/N`` as given or from the scheduler's environment, checked; None: not sharded."""
+    from .shards import Shard, from_environment
+
+    text = given or from_environment()
+    return None if text is None else str(Shard.parse(text))
 
 
 def output(log_format: str | None, progress: bool | None) -> tuple[str, bool]:

@@ -24,7 +24,8 @@ EXIT_CODES = {"succeeded": 0, "completed_with_failures": 1, "aborted": 3, "deadl
 FLAG_NAMES = {"read_timeout_s": "call-timeout"}
 #: what ``resume`` and ``retry`` may give again (SPEC §2), as AwsSettings fields
 OVERRIDABLE = ("profile", "region", "endpoint_url", "role_arn_template", "rate", "burst",
-               "adaptive", "concurrency", "max_attempts", "read_timeout_s", "state_dir")
+               "adaptive", "concurrency", "max_attempts", "read_timeout_s", "state_dir",
+               "publish")
 #: options of one execution, not of the run: never compared, never inherited
 PER_EXECUTION = ("out", "run_id", "deadline", "log_format", "progress", "yes")
 
@@ -56,6 +57,8 @@ class RunOptions:
     log_format: str = "text"
     progress: bool = False
     yes: bool = False
+    #: ``K/N``: this run is shard K of N of its input (``shards``)
+    shard: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,8 +75,8 @@ class RunOptions:
     def compared(self) -> dict[str, Any]:
         """The options that make a run what it is, flat: ``run`` refuses others."""
         flat = {k: v for k, v in asdict(self.aws).items()
-                if k not in ("connect_timeout_s", "state_dir")}
-        return flat | {"max_failure_rate": self.max_failure_rate}
+                if k not in ("connect_timeout_s", "state_dir", "publish")}
+        return flat | {"max_failure_rate": self.max_failure_rate, "shard": self.shard}
 
     def with_aws(self, **changes: Any) -> RunOptions:
         return replace(self, aws=replace(self.aws, **changes))
@@ -193,6 +196,10 @@ def check_options(options: RunOptions) -> None:
                          "e.g. arn:aws:iam::{account}:role/ConnectBulk")
     if options.deadline:
         parse_deadline(options.deadline, utc_now())
+    if options.aws.publish:
+        from .publish import parse_target
+
+        parse_target(options.aws.publish)
 
 
 def ensure_valid(run: dict[str, Any], path: str) -> None:

@@ -108,5 +108,13 @@ def plan_lines(report: dict[str, Any], rate: float) -> list[str]:
         where = f"{account} {scope['region'] or 'default region'}"
         lines.append(f"    {where}: {scope['items']} items in {scope['batches']} batches")
     lines.append(f"  estimated {report['estimated_s']}s at --rate {rate}")
+    if report.get("shard"):
+        lines[0] += f" (shard {report['shard']})"
+    for shard in report.get("shards", []):
+        lines.append(f"  shard {shard['shard']}: {shard['items']} items, {shard['calls']} "
+                     f"calls, estimated {shard['estimated_s']}s")
+        lines += [f"    {s['account_id'] or 'the credentials account'} "
+                  f"{s['region'] or 'default region'}: {s['items']} items, {s['calls']} calls"
+                  for s in shard["scopes"]]
     lines += [f"  reject row {r['input_row']}: {r['reason']}" for r in report["rejects"]]
     return lines

@@ -27,6 +27,7 @@ from .journal import Journal
 from .plan import estimate, prepare
 from .record import Mode, RunOptions, check_options, differences, ensure_valid
 from .rundir import RunDir, atomic_write, iso, utc_now, write_json
+from .shards import Shard, deal, take
 
 # -- run ids and regions ------------------------------------------------------------------------
 
@@ -55,28 +56,55 @@ def default_region(options: RunOptions) -> str | None:
     return str(region) if region else None
 
 
-def plan_report(job: Job, input_path: Path, options: RunOptions) -> dict[str, Any]:
+def plan_report(job: Job, input_path: Path, options: RunOptions, *,
+                shards: int | None = None) -> dict[str, Any]:
+    """What ``plan`` prints: of the whole input, or of ``--shard K/N``'s part of it; with
+    ``shards``, how the input's scopes would be dealt to that many shards."""
     prepared = prepare(job, input_path)
     planned = prepared.planned
     items = planned.items
+    if options.shard:
+        items = take(items, Shard.parse(options.shard))
     region = default_region(options)
     if region:
         items = items.with_columns(pl.col("region").fill_null(region))
     figures = estimate(job, items, rate=options.aws.rate, burst=options.aws.burst)
-    return {
+    report = {
         "job": type(job).name,
         "input": str(input_path),
         "rows_total": planned.rows_total,
         "rows_rejected": planned.rows_rejected,
         "rows_duplicate": planned.rows_duplicate,
         "rows_blank": prepared.rows_blank,
-        "items_total": planned.items_total,
-        "instances": planned.items["instance_id"].n_unique(),
+        "items_total": items.height,
+        "instances": items["instance_id"].n_unique(),
         "calls": figures["calls"],
         "estimated_s": figures["estimated_s"],
         "scopes": figures["scopes"],
         "rejects": prepared.rejects.select("input_row", "reason").head(20).to_dicts(),
     }
+    if options.shard:
+        report["shard"] = options.shard
+    if shards:
+        report["shards"] = _deal_report(job, items, shards, options)
+    return report
+
+
+def _deal_report(job: Job, items: pl.DataFrame, n: int,
+                 options: RunOptions) -> list[dict[str, Any]]:
+    """Each of ``n`` shards: its scopes, items, calls and estimated time."""
+    dealt = deal(items, n)
+    report = []
+    for k in range(n):
+        mine = take(items, Shard(k, n))
+        figures = estimate(job, mine, rate=options.aws.rate, burst=options.aws.burst)
+        scopes = dealt.filter(pl.col("shard") == k)
+        report.append({"shard": f"{k}/{n}", "items": mine.height,
+                       "calls": int(scopes["calls"].sum()),
+                       "estimated_s": figures["estimated_s"],
+                       "scopes": scopes.select("account_id", "region", "items", "calls")
+                       .to_dicts()})
+    return report
 
 
 # -- starting -----------------------------------------------------------------------------------
@@ -89,7 +117,10 @@ def start(job_name: str, input_path: Path, job_options: dict[str, Any],
     job = load_job_class(job_name)(**job_options)
     check_options(options)
     now = utc_now()
-    rundir = RunDir(Path(options.out) / expand_run_id(options.run_id, job_name, now))
+    run_id = expand_run_id(options.run_id, job_name, now)
+    if options.shard:
+        run_id += Shard.parse(options.shard).suffix
+    rundir = RunDir(Path(options.out) / run_id)
     created = rundir.claim()
     try:
         if rundir.exists():
@@ -148,6 +179,8 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
             now: datetime) -> dict[str, Any]:
     prepared = prepare(job, input_path)
     items = prepared.planned.items
+    if options.shard:
+        items = take(items, Shard.parse(options.shard))
     region = default_region(options)
     if items.filter(pl.col("region").is_null()).height and not region:
         raise UsageError("no AWS region for the bare instance IDs: give --region or set "
@@ -175,10 +208,12 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
                 "rows_rejected": prepared.planned.rows_rejected,
                 "rows_duplicate": prepared.planned.rows_duplicate,
                 "rows_blank": prepared.rows_blank,
-                "items_total": prepared.planned.items_total,
+                "items_total": items.height,
             },
             "options": options.to_json(),
             "job_options": job_options,
+            **({"shard": _shard_record(prepared.planned.items, options.shard)}
+               if options.shard else {}),
             "version": __version__,
             "created_at": iso(now),
         }
@@ -189,6 +224,14 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
     except OSError as exc:
         raise UsageError(f"cannot write {rundir.path}: {exc.strerror or exc}") from exc
     return run
+
+
+def _shard_record(items: pl.DataFrame, text: str) -> dict[str, Any]:
+    """Which shard this run is, and of which scopes (``merge`` checks the set is whole)."""
+    shard = Shard.parse(text)
+    scopes = deal(items, shard.n).filter(pl.col("shard") == shard.k)
+    return {"k": shard.k, "n": shard.n,
+            "scopes": scopes.select("account_id", "region", "items", "calls").to_dicts()}
 
 
 def _what_it_will_do(job: Job, items: pl.DataFrame, region: str | None,

@@ -155,6 +155,8 @@ class FaultInjector:
     """Decides, request by request, what the sandbox does to a call, and counts it."""
 
     COUNTERS = ("calls", "throttled", "errors", "dropped")
+    #: the same per quota scope, "OPERATION ACCOUNT REGION" (a quota's bucket is per scope)
+    BY_SCOPE = ("calls_by_scope", "throttled_by_scope")
 
     def __init__(self, faults: Faults, *, rng: random.Random | None = None) -> None:
         self._initial = faults
@@ -162,7 +164,8 @@ class FaultInjector:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
-        self._counters: dict[str, Counter[str]] = {name: Counter() for name in self.COUNTERS}
+        self._counters: dict[str, Counter[str]] = {
+            name: Counter() for name in (*self.COUNTERS, *self.BY_SCOPE)}
 
     @property
     def faults(self) -> Faults:
@@ -199,7 +202,9 @@ class FaultInjector:
         """Count the call and say what happens to it: ok, deny, throttle, drop or error."""
         with self._lock:
             faults = self._faults
+            scope = f"{operation} {account} {region}"
             self._counters["calls"][operation] += 1
+            self._counters["calls_by_scope"][scope] += 1
             if operation in faults.deny or ALL_OPERATIONS in faults.deny:
                 self._counters["errors"][operation] += 1
                 return "deny"
@@ -211,6 +216,7 @@ class FaultInjector:
                     bucket = self._buckets[key] = TokenBucket(quota)
                 if not bucket.take():
                     self._counters["throttled"][operation] += 1
+                    self._counters["throttled_by_scope"][scope] += 1
                     return "throttle"
             if faults.drop_rate and self._rng.random() < faults.drop_rate:
                 self._counters["dropped"][operation] += 1

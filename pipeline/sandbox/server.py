@@ -45,6 +45,7 @@ ROUTED_SERVICES = {
     "connect": ("connect",),
     "connect-campaigns": ("connectcampaignsv2", "connectcampaigns"),
     "kms": ("kms",),
+    "s3": ("s3",),  # where --publish uploads a run's files
     "sts": ("sts",),
 }
 

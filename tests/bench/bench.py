@@ -374,14 +374,29 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
         sandbox.stop()
 
 
+# The child's own peak: a forked child inherits its parent's high-water mark of resident
+# memory (the kernel copies it with the address space, and keeps it across exec), so wait4's
+# ru_maxrss would report the bench's own peak (the 1 GB strings it writes inputs with). The
+# child resets its mark first (/proc/self/clear_refs) and reads VmHWM as it exits.
+PEAK = (
+    "import atexit, os, runpy, sys\n"
+    "open('/proc/self/clear_refs', 'w').write('5')\n"
+    "def peak():\n"
+    "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "    open(os.environ['BENCH_PEAK_FILE'], 'w').write(line.split()[1])\n"
+    "atexit.register(peak)\n"
+    "sys.argv = ['connect-bulk', *sys.argv[1:]]\n"
+    "runpy.run_module('connect_bulk.pipeline', run_name='__main__')\n"
+)
+
+
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    """Wall time and peak RSS of a child process (the child's own, from wait4)."""
+    """Wall time and peak RSS of ``connect-bulk ARGS`` in a child process (its own peak)."""
+    peak = Path(tempfile.mkdtemp(prefix="bench-peak-")) / "kb"
     started = time.perf_counter()
-    process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, usage.ru_maxrss / 1024
+    subprocess.run([PY, "-c", PEAK, *args], env=ENV | {"BENCH_PEAK_FILE": str(peak)},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started, int(peak.read_text()) / 1024
 
 
 def write_rows(path: Path, rows: int, instances: int, *, duplicates: bool = False,
@@ -407,7 +422,7 @@ def write_rows(path: Path, rows: int, instances: int, *, duplicates: bool = Fals
 
 
 def plan_peak(path: Path, label: str, lines: list[list[str]]) -> None:
-    seconds, rss = peak_rss_mb([*CLI, "plan", "flow-associations", str(path), "--json"])
+    seconds, rss = peak_rss_mb(["plan", "flow-associations", str(path), "--json"])
     lines.append([label, f"{seconds:.1f} s", f"{rss:.0f} MB peak RSS", "", "", ""])
 
 

@@ -6,31 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.world import read, write_csv
+from tests.cli.world import numbers_in, read, write_csv
 from tests.conftest import Sandbox, run_cli
 
 OTHER = "111111111111"
 TEMPLATE = "arn:aws:iam::{account}:role/ConnectBulk"
 
 
-def _rows(sandbox: Sandbox, account: str, region: str, seed: int) -> list[list[str]]:
-    """Seed one instance of 150 numbers in ``account``, and read them back as that account
-    (moto's ``x-moto-account-id`` header)."""
-    world = sandbox.seed(account_id=account, region=region, instances=1,
-                         numbers_per_instance=150, seed=seed)
-    instance = world["instances"][0]
-    connect = sandbox.client("connect", region=region)
-    connect.meta.events.register(
-        "before-sign.*.*",
-        lambda request, **_: request.headers.__setitem__("x-moto-account-id", account))
-    listed = connect.list_phone_numbers_v2(InstanceId=instance["id"], MaxResults=1000)
-    return [[instance["arn"], n["PhoneNumberId"]]
-            for n in listed["ListPhoneNumbersSummaryList"]]
-
-
 def test_two_accounts_through_an_assumed_role(sandbox: Sandbox, tmp_path: Path) -> None:
-    rows = _rows(sandbox, "123456789012", "us-east-1", 1) + _rows(sandbox, OTHER,
-                                                                  "eu-west-2", 2)
+    rows = numbers_in(sandbox, "123456789012", "us-east-1", 1) + numbers_in(
+        sandbox, OTHER, "eu-west-2", 2)
     path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"], rows)
 
     planned = json.loads(run_cli("plan", "flow-associations", str(path), "--json").stdout)

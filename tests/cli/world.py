@@ -88,3 +88,21 @@ def seeded_input(sandbox: Sandbox, path: Path, *, instances: int, per_instance: 
         rows += [[instance["arn"], n["PhoneNumberId"]]
                  for n in listed["ListPhoneNumbersSummaryList"]]
     return write_csv(path, ["instance_id", "phone_number"], rows)
+
+
+def numbers_in(sandbox: Sandbox, account: str, region: str, seed: int, *, instances: int = 1,
+               numbers_per_instance: int = 150) -> list[list[str]]:
+    """Seed instances of ``account`` and ``region``, and read their numbers back as that
+    account (moto's ``x-moto-account-id`` header): input rows (instance ARN, number ID)."""
+    world = sandbox.seed(account_id=account, region=region, instances=instances,
+                         numbers_per_instance=numbers_per_instance, seed=seed)
+    connect = sandbox.client("connect", region=region)
+    connect.meta.events.register(
+        "before-sign.*.*",
+        lambda request, **_: request.headers.__setitem__("x-moto-account-id", account))
+    rows = []
+    for instance in world["instances"]:
+        listed = connect.list_phone_numbers_v2(InstanceId=instance["id"], MaxResults=1000)
+        rows += [[instance["arn"], n["PhoneNumberId"]]
+                 for n in listed["ListPhoneNumbersSummaryList"]]
+    return rows

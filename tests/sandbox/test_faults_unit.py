@@ -69,6 +69,10 @@ def test_injector_counts_each_verdict_per_operation_and_bucket() -> None:
     assert injector.decide("B", "111111111111", "us-east-1") == "error"
     assert injector.stats() == {
         "calls": {"A": 4, "B": 1}, "throttled": {"A": 2}, "errors": {"B": 1}, "dropped": {},
+        # per quota scope too: each (operation, account, region) has a bucket of its own
+        "calls_by_scope": {"A 111111111111 us-east-1": 3, "A 222222222222 us-east-1": 1,
+                           "B 111111111111 us-east-1": 1},
+        "throttled_by_scope": {"A 111111111111 us-east-1": 2},
     }
     injector.reset()
     assert injector.faults == Faults(quotas={"A": Quota(0.001, 1)})

@@ -135,7 +135,8 @@ def test_faults_change_at_runtime_and_reset_restores_start_up_faults(
     sandbox.reset()
     assert sandbox.control("faults")["error_rate"] == 0.0
     assert sandbox.control("faults")["quota"] == []
-    assert sandbox.stats() == {"calls": {}, "throttled": {}, "errors": {}, "dropped": {}}
+    assert sandbox.stats() == {"calls": {}, "throttled": {}, "errors": {}, "dropped": {},
+                               "calls_by_scope": {}, "throttled_by_scope": {}}
     assert sandbox.client("connect").list_instances()["InstanceSummaryList"] == []
 
 
