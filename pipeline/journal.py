@@ -86,7 +86,7 @@ class Journal:
         rundir: RunDir,
         job_schema: Mapping[str, Any],
         *,
-        flush_rows: int = 2000,
+        flush_rows: int = 20_000,
         flush_s: float = 2.0,
     ) -> None:
         self.rundir = rundir
