@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) export --frozen --quiet --extra dev --no-emit-project -o $(VENV)/requirements.txt
-	$(UV) pip install --quiet --python $(BIN)/python -r $(VENV)/requirements.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r $(VENV)/requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--config-settings editable_mode=strict -e .
 	echo $(MODULES) > $(STAMP)
@@ -47,7 +47,8 @@ test-all: lint
 bench: $(STAMP)
 	$(UV) export --frozen --quiet --extra dev --extra bench --no-emit-project \
 		-o $(VENV)/requirements-bench.txt
-	$(UV) pip install --quiet --python $(BIN)/python -r $(VENV)/requirements-bench.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python \
+		-r $(VENV)/requirements-bench.txt
 	$(BIN)/python tests/bench/bench.py
 
 # The README's pictures of the notebooks' charts, drawn from runs against a sandbox.
