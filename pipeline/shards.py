@@ -51,9 +51,14 @@ class Shard:
 
 
 def from_environment(environ: Mapping[str, str] = os.environ) -> str | None:
-    """``K/N`` from a scheduler's array index and ``CONNECT_BULK_SHARDS``; None without them."""
+    """``K/N`` from a scheduler's array index and ``CONNECT_BULK_SHARDS``; None without either
+    (one without the other is an error: the tasks of an array would each do everything)."""
     shards = environ.get("CONNECT_BULK_SHARDS")
     if not shards:
+        given = [name for name in INDEX_VARIABLES if environ.get(name, "").strip()]
+        if given:  # every task of the array would do the whole input
+            raise UsageError(f"{given[0]} is set (an array of tasks) but CONNECT_BULK_SHARDS is "
+                             "not: set it to the number of tasks, or give --shard K/N")
         return None
     for name in INDEX_VARIABLES:
         if environ.get(name, "").strip():

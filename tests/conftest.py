@@ -137,7 +137,10 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONNECT_BULK_"))}
+    # Nothing of the machine's AWS setup, nor a scheduler's shard index (JOB_COMPLETION_INDEX of
+    # a Kubernetes Indexed Job that runs CI would make every run a shard).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "CONNECT_BULK_")) and k != "JOB_COMPLETION_INDEX"}
     return env | {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

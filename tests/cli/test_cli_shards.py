@@ -134,11 +134,17 @@ def test_a_bad_shard_is_a_usage_error(tmp_path: Path, given: str, message: str) 
     assert result.returncode == 2 and message in result.stderr
 
 
-def test_shards_from_the_environment_need_an_index(tmp_path: Path) -> None:
+def test_shards_from_the_environment_need_an_index_and_a_size(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"], [["a", "b"]])
     result = run_cli("plan", "flow-associations", str(path), CONNECT_BULK_SHARDS="3")
     assert result.returncode == 2 and "AWS_BATCH_JOB_ARRAY_INDEX" in result.stderr
     indexed = run_cli("plan", "flow-associations", str(path), "--json",
                       CONNECT_BULK_SHARDS="3", AWS_BATCH_JOB_ARRAY_INDEX="1")
     assert json.loads(indexed.stdout)["shard"] == "1/3"
+    # An array without its size would have every task do the whole input.
+    unsized = run_cli("plan", "flow-associations", str(path), JOB_COMPLETION_INDEX="0")
+    assert unsized.returncode == 2 and "CONNECT_BULK_SHARDS" in unsized.stderr
+    given = run_cli("plan", "flow-associations", str(path), "--shard", "0/1", "--json",
+                    JOB_COMPLETION_INDEX="0")
+    assert json.loads(given.stdout)["shard"] == "0/1"
 
