@@ -5,7 +5,7 @@ Set ``CONNECT_BULK_CRASH_AT=NAME`` (or ``NAME:N``, the N-th time) in the environ
 unset, a crash point costs one comparison. The points: ``input-read`` (the input's bytes are read,
 not yet parsed), ``run-created`` (``run.json`` written), ``first-call`` (before each call is
 sent), ``wal-synced``, ``part-written``, ``wal-truncated``, ``checkpoint-written``,
-``finalize-results``, ``finalized``.
+``finalize-results``, ``finalized``, ``publishing`` (before each upload of ``--publish``).
 
 ``CONNECT_BULK_CRASH_SIGNAL`` sends another signal than SIGKILL: ``TERM`` or ``INT`` (a stop at
 exactly that moment), or ``STOP`` (the process freezes there until sent SIGCONT, so a test can

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -101,8 +101,9 @@ def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunO
 
     journal.on_error = storage_failed
     events.on_error = storage_failed
-    _young_collections_only()
-    calls = anyio.run(_run_async, job, options, journal, events, pending, deadline, report, stop)
+    with _young_collections_only():
+        calls = anyio.run(_run_async, job, options, journal, events, pending, deadline, report,
+                          stop)
     try:
         results = journal.finalize()
         report.warned = job.warnings(results)
@@ -125,7 +126,11 @@ def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunO
                 } | _call_totals(calls))
     print_summary(summary, rundir, options.log_format,
                   lambda text: print(text, flush=True))  # noqa: T201
-    if options.aws.publish:
+    if options.aws.publish and state == StopReason.INTERRUPTED:
+        # Stopped by a signal: no call starts after it, not even an upload.
+        events.emit("not_published", level="warning", message=f"not published to "
+                    f"{options.aws.publish}: the run was interrupted; resume publishes it")
+    elif options.aws.publish:
         from .publish import publish
 
         published = publish(rundir, options.aws.publish, options.aws)
@@ -152,13 +157,20 @@ def _final_state(stop: Stop, counts: dict[str, int]) -> str:
     return "succeeded"
 
 
-def _young_collections_only() -> None:
+@contextlib.contextmanager
+def _young_collections_only() -> Iterator[None]:
     """A run makes and drops small objects by the million (items, answers, rows), and a full
     pass of the cycle collector walks every object alive, botocore's service models and the
     imports included, again and again: those are frozen out of it, and the young generation
-    is collected less often. Objects in cycles are still collected."""
+    is collected less often, while the engine runs. Objects in cycles are still collected."""
+    thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 async def _run_async(

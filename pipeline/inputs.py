@@ -159,20 +159,26 @@ class InputFile:
 
     def blocks(self) -> Iterator[pl.DataFrame]:
         """``input_row`` and every original column as a string, blank rows left out (they
-        keep their numbers), a block at a time."""
+        keep their numbers), a block at a time; counts ``rows_total`` and ``rows_blank``."""
+        self.rows_total = self.rows_blank = 0
+        for frame, blanks in self._numbered():
+            self.rows_blank += blanks
+            self.rows_total += frame.height
+            yield frame
+        if self.rows_total + self.rows_blank == 0:
+            raise InputError(f"{self.path}: the file has a header but no data rows")
+
+    def _numbered(self) -> Iterator[tuple[pl.DataFrame, int]]:
+        """Each block without its blank rows, and how many there were."""
         offset = 1
         with self.reading():
             for raw in self._raw_blocks():
                 frame = self._as_text(raw).with_row_index("input_row", offset=offset)
                 offset += frame.height
+                frame = frame.with_columns(pl.col("input_row").cast(pl.Int64))
                 blank = frame.select(_blank(self.original_columns)).to_series()
                 blanks = int(blank.sum())
-                self.rows_blank += blanks
-                self.rows_total += frame.height - blanks
-                yield frame.with_columns(pl.col("input_row").cast(pl.Int64)).filter(
-                    ~blank) if blanks else frame.with_columns(pl.col("input_row").cast(pl.Int64))
-        if self.rows_total + self.rows_blank == 0:
-            raise InputError(f"{self.path}: the file has a header but no data rows")
+                yield (frame.filter(~blank) if blanks else frame), blanks
 
     def canonical(self, block: pl.DataFrame) -> pl.DataFrame:
         """``input_row`` and the job's columns: trimmed, empty strings as absent values."""
@@ -197,14 +203,15 @@ class InputFile:
     def rejects_of(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The original columns of some rows, read again (a rule across rows refused them
         once every row was read); the file must be the one read the first time."""
-        sha256, total, blank = self.sha256, self.rows_total, self.rows_blank
-        self.rows_total = self.rows_blank = 0
-        found = [self.originals(block, rows) for block in self.blocks()]
+        sha256 = self.sha256
+        found = [self.originals(block, rows) for block, _ in self._numbered()]
         if self.sha256 != sha256:
-            raise InputError(f"{self.path}: the file changed while it was being read; run "
-                             "again once it is complete")
-        self.rows_total, self.rows_blank = total, blank
+            raise self._changed()
         return pl.concat(found)
+
+    def _changed(self) -> InputError:
+        return InputError(f"{self.path}: the file changed while it was being read; run again "
+                          "once it is complete")
 
     # -- the two formats ---------------------------------------------------------------------
 
@@ -248,8 +255,7 @@ class InputFile:
         yield from scan.select(self.original_columns).collect_batches(chunk_size=BLOCK_ROWS)
         after = self.path.stat()
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-            raise InputError(f"{self.path}: the file changed while it was being read; run "
-                             "again once it is complete")
+            raise self._changed()
 
     # -- the header ---------------------------------------------------------------------------
 

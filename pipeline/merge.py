@@ -16,9 +16,9 @@ from typing import Any
 import polars as pl
 
 from . import __version__
-from .errors import UsageError
+from .errors import DamagedRun, UsageError
 from .job import load_job_class
-from .journal import FAILURE_SCHEMA, Journal, result_schema
+from .journal import FAILURE_SCHEMA, result_schema
 from .record import ensure_valid
 from .rundir import RunDir, atomic_write, iso, utc_now, write_json
 
@@ -68,12 +68,13 @@ def merge(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         raise UsageError(f"{out} exists and is not empty; merge writes a new run directory")
     job_class = load_job_class(shards[0][1]["job"])
     schema = result_schema(job_class.result_schema)
+    results = _joined([s[0].results for s in shards], schema)
+    failures = _joined([s[0].failures for s in shards], FAILURE_SCHEMA)
+    items = pl.concat([_read(s[0].items) for s in shards], how="vertical_relaxed")
     merged = RunDir(out)
+    created = not out.exists()
     try:
         merged.parts.mkdir(parents=True, exist_ok=True)
-        results = _joined([s[0].results for s in shards], schema)
-        failures = _joined([s[0].failures for s in shards], FAILURE_SCHEMA)
-        items = pl.concat([pl.read_parquet(s[0].items) for s in shards], how="vertical_relaxed")
         for frame, path in ((items, merged.items),
                             (results, merged.parts / "results-000001.parquet"),
                             (failures, merged.parts / "failures-000001.parquet"),
@@ -91,13 +92,21 @@ def merge(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         write_json(merged.summary_json, summary)
         write_json(merged.run_json, run)  # last: a directory without it is no run
     except OSError as exc:
+        if created:  # a merge that could not be written leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    Journal(merged, job_class.result_schema).check()
     return summary
 
 
+def _read(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DamagedRun(path, f"not a readable Parquet file ({str(exc)[:120]})") from exc
+
+
 def _joined(paths: list[Path], schema: dict[str, Any]) -> pl.DataFrame:
-    frames = [pl.read_parquet(path) for path in paths if path.is_file()]
+    frames = [_read(path) for path in paths if path.is_file()]
     if not frames:
         return pl.DataFrame(schema=schema)
     return pl.concat(frames, how="vertical_relaxed").sort("input_row")

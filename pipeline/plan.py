@@ -23,6 +23,10 @@ ENGINE_COLUMNS = ("item_key", "instance_id", "region", "account_id", "input_row"
 SHARED = ("instance_id", "region", "account_id")
 
 
+def shared_as_categories(items: pl.DataFrame) -> pl.DataFrame:
+    return items.with_columns(pl.col(c).cast(pl.Categorical) for c in SHARED)
+
+
 @dataclass(frozen=True, slots=True)
 class Planned:
     items: pl.DataFrame  # unique items with batch_id, in batch order
@@ -98,7 +102,7 @@ def scope_instances(items: pl.DataFrame) -> pl.DataFrame:
 
 
 def plan(job: Job, items: pl.DataFrame, *, rows_total: int, rows_rejected: int) -> Planned:
-    items = items.with_columns(pl.col(c).cast(pl.Categorical) for c in SHARED)
+    items = shared_as_categories(items)
     unique = deduplicate(scope_instances(items))
     return Planned(
         items=assign_batches(unique, job.batch_size),
@@ -213,7 +217,7 @@ def prepare(job: Job, input_path: Path) -> Prepared:
         # not a copy: that is for ``across_rows`` to see).
         first = first_of_each(items, [c for c in items.columns if c != "input_row"])
         held = items if first.all() else items.filter(first)
-        parts.append(held.with_columns(pl.col(c).cast(pl.Categorical) for c in SHARED))
+        parts.append(shared_as_categories(held))
         copies += items.height - held.height
         refused.append(source.originals(block, reasons))
     items = pl.concat(parts, rechunk=False)

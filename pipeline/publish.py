@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import signals
+from .crashpoints import crashpoint
 from .errors import PublishError, UsageError
 from .rundir import RunDir
 
@@ -37,18 +39,24 @@ def keys(rundir: RunDir, target: str) -> list[tuple[Path, str, str]]:
             if (rundir.path / name).is_file()]
 
 
-async def _upload(files: list[tuple[Path, str, str]], settings: Any) -> None:
+async def _upload(files: list[tuple[Path, str, str]], settings: Any) -> bool:
+    """Upload ``files`` in order; False when a stop signal ended it (no upload starts after
+    one, and the one in flight is abandoned: S3 keeps no half object)."""
     import aioboto3
+    import anyio
     from botocore.config import Config
 
     session = aioboto3.Session(profile_name=settings.profile)
     config = Config(retries={"mode": "standard", "max_attempts": 5},
                     connect_timeout=settings.connect_timeout_s,
                     read_timeout=settings.read_timeout_s)
-    async with session.client("s3", region_name=settings.region or "us-east-1",
-                              endpoint_url=settings.endpoint_url, config=config) as s3:
-        for path, bucket, key in files:
-            await s3.upload_file(str(path), bucket, key)
+    with anyio.CancelScope() as scope, signals.listening(lambda _signum: scope.cancel()):
+        async with session.client("s3", region_name=settings.region or "us-east-1",
+                                  endpoint_url=settings.endpoint_url, config=config) as s3:
+            for path, bucket, key in files:
+                crashpoint("publishing")
+                await s3.upload_file(str(path), bucket, key)
+    return not scope.cancelled_caught
 
 
 def publish(rundir: RunDir, target: str, settings: Any) -> list[str]:
@@ -59,7 +67,7 @@ def publish(rundir: RunDir, target: str, settings: Any) -> list[str]:
 
     files = keys(rundir, target)
     try:
-        anyio.run(_upload, files, settings)
+        done = anyio.run(_upload, files, settings)
     except ClientError as exc:
         error = exc.response.get("Error", {})
         raise PublishError(f"cannot publish to {target}: {error.get('Code')}: "
@@ -68,4 +76,9 @@ def publish(rundir: RunDir, target: str, settings: Any) -> list[str]:
     except (BotoCoreError, OSError) as exc:
         raise PublishError(f"cannot publish to {target}: {exc}; the run's files are in "
                            f"{rundir.path}, and resume publishes them again") from exc
+    if not done:
+        interrupted = PublishError(f"publishing to {target} was interrupted; the run's files are "
+                                   f"in {rundir.path}, and resume publishes them")
+        interrupted.exit_code = 130
+        raise interrupted
     return [f"s3://{bucket}/{key}" for _, bucket, key in files]

@@ -96,7 +96,7 @@ def _deal_report(job: Job, items: pl.DataFrame, n: int,
     dealt = deal(items, n)
     report = []
     for k in range(n):
-        mine = take(items, Shard(k, n))
+        mine = take(items, Shard(k, n), dealt)
         figures = estimate(job, mine, rate=options.aws.rate, burst=options.aws.burst)
         scopes = dealt.filter(pl.col("shard") == k)
         report.append({"shard": f"{k}/{n}", "items": mine.height,
@@ -179,8 +179,14 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
             now: datetime) -> dict[str, Any]:
     prepared = prepare(job, input_path)
     items = prepared.planned.items
+    shard_record: dict[str, Any] = {}
     if options.shard:
-        items = take(items, Shard.parse(options.shard))
+        shard = Shard.parse(options.shard)
+        dealt = deal(items, shard.n)
+        items = take(items, shard, dealt)
+        # Which shard this run is, and of which scopes.
+        shard_record = {"shard": {"k": shard.k, "n": shard.n, "scopes": dealt.filter(
+            pl.col("shard") == shard.k).drop("shard").to_dicts()}}
     region = default_region(options)
     if items.filter(pl.col("region").is_null()).height and not region:
         raise UsageError("no AWS region for the bare instance IDs: give --region or set "
@@ -212,8 +218,7 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
             },
             "options": options.to_json(),
             "job_options": job_options,
-            **({"shard": _shard_record(prepared.planned.items, options.shard)}
-               if options.shard else {}),
+            **shard_record,
             "version": __version__,
             "created_at": iso(now),
         }
@@ -224,14 +229,6 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
     except OSError as exc:
         raise UsageError(f"cannot write {rundir.path}: {exc.strerror or exc}") from exc
     return run
-
-
-def _shard_record(items: pl.DataFrame, text: str) -> dict[str, Any]:
-    """Which shard this run is, and of which scopes (``merge`` checks the set is whole)."""
-    shard = Shard.parse(text)
-    scopes = deal(items, shard.n).filter(pl.col("shard") == shard.k)
-    return {"k": shard.k, "n": shard.n,
-            "scopes": scopes.select("account_id", "region", "items", "calls").to_dicts()}
 
 
 def _what_it_will_do(job: Job, items: pl.DataFrame, region: str | None,

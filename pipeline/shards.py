@@ -75,12 +75,11 @@ def _scope_key() -> list[pl.Expr]:
 def deal(items: pl.DataFrame, n: int) -> pl.DataFrame:
     """Each (account, region) scope of the planned ``items``: its items, calls (batches) and
     shard (0 to ``n - 1``)."""
-    scopes = (
-        items.select(*_scope_key(), pl.col("batch_id").cast(pl.String))
-        .group_by(*SCOPE)
-        .agg(pl.len().alias("items"), pl.col("batch_id").n_unique().alias("calls"))
-        .sort(["calls", *SCOPE], descending=[True, False, False])
-    )
+    from .plan import calls_by_scope
+
+    scopes = calls_by_scope(items).select(*_scope_key(), "items", pl.col("batches")
+                                          .alias("calls")).sort(
+        ["calls", *SCOPE], descending=[True, False, False])
     loads = [(0, k) for k in range(n)]  # (calls so far, shard): the least loaded first
     dealt = []
     for calls in scopes["calls"]:
@@ -90,10 +89,11 @@ def deal(items: pl.DataFrame, n: int) -> pl.DataFrame:
     return scopes.with_columns(pl.Series("shard", dealt, dtype=pl.Int64))
 
 
-def take(items: pl.DataFrame, shard: Shard) -> pl.DataFrame:
-    """The items of ``shard``'s scopes, in their order."""
-    mine = deal(items, shard.n).filter(pl.col("shard") == shard.k).select(
-        *SCOPE, pl.lit(True).alias("_in"))
+def take(items: pl.DataFrame, shard: Shard, dealt: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The items of ``shard``'s scopes, in their order (``dealt``: ``deal(items, shard.n)``,
+    when the caller has it already)."""
+    dealt = deal(items, shard.n) if dealt is None else dealt
+    mine = dealt.filter(pl.col("shard") == shard.k).select(*SCOPE, pl.lit(True).alias("_in"))
     inside = items.select(*_scope_key()).join(
         mine, on=list(SCOPE), how="left", maintain_order="left")["_in"].fill_null(False)
     return items.filter(inside)

@@ -56,3 +56,31 @@ def test_a_bad_target_is_a_usage_error(tmp_path: Path) -> None:
                      "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "s3://BUCKET" in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_stopped_run_publishes_nothing_and_resume_publishes(sandbox: Sandbox,
+                                                             tmp_path: Path) -> None:
+    world = build_world(sandbox, instances=1, numbers_per_instance=3)
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
+                     [[n.instance_id, n.id] for n in world.numbers])
+    sandbox.client("s3").create_bucket(Bucket=BUCKET)
+    run_dir = tmp_path / "out" / "r"
+    args = ["run", "flow-associations", str(path), "--endpoint-url", sandbox.url, "--region",
+            "us-east-1", "--out", str(tmp_path / "out"), "--run-id", "r",
+            "--publish", f"s3://{BUCKET}/p"]
+    # SIGTERM before the first call: the run stops, and no upload starts after the stop.
+    stopped = run_cli(*args, CONNECT_BULK_CRASH_AT="first-call",
+                      CONNECT_BULK_CRASH_SIGNAL="TERM")
+    assert stopped.returncode == 130, stopped.stderr
+    assert "PutObject" not in sandbox.stats()["calls"]
+    assert "not_published" in (run_dir / "events.jsonl").read_text()
+    # SIGTERM as the first upload is about to start: exit 130, one line, nothing uploaded.
+    cut = run_cli("resume", str(run_dir), CONNECT_BULK_CRASH_AT="publishing",
+                  CONNECT_BULK_CRASH_SIGNAL="TERM")
+    assert cut.returncode == 130, cut.stderr
+    assert "Traceback" not in cut.stderr
+    assert "publishing to s3://" in json.loads(cut.stderr.splitlines()[-1])["message"]
+    assert "PutObject" not in sandbox.stats()["calls"]
+    assert run_cli("resume", str(run_dir)).returncode == 0
+    listed = sandbox.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="p/r/")
+    assert len(listed["Contents"]) == 5

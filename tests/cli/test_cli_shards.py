@@ -47,6 +47,17 @@ def _shard(sandbox: Sandbox, path: Path, out: Path, k: int,
         env=cli_env(**env))
 
 
+def _shards_run(sandbox: Sandbox, estate: Path, out: Path, ks: tuple[int, ...],
+                n: int) -> list[Path]:
+    """Shards ``ks`` of ``n`` run one after the other to the end; their run directories."""
+    for k in ks:
+        done = run_cli("run", "flow-associations", str(estate), "--endpoint-url", sandbox.url,
+                       "--out", str(out), "--run-id", "n", "--role-arn-template", TEMPLATE,
+                       "--rate", "50", "--shard", f"{k}/{n}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    return [out / f"n-shard-{k}-of-{n}" for k in ks]
+
+
 def test_three_shards_side_by_side_then_merged_equal_one_run(
     sandbox: Sandbox, estate: Path, tmp_path: Path
 ) -> None:
@@ -108,12 +119,7 @@ def test_merge_refuses_a_missing_or_unfinished_shard(
     sandbox: Sandbox, estate: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "shards"
-    for k in (0, 1):
-        done = run_cli("run", "flow-associations", str(estate), "--endpoint-url", sandbox.url,
-                       "--out", str(out), "--run-id", "n", "--role-arn-template", TEMPLATE,
-                       "--rate", "50", "--shard", f"{k}/3")
-        assert done.returncode == 0, done.stderr[-3000:]
-    dirs = [str(out / f"n-shard-{k}-of-3") for k in (0, 1)]
+    dirs = [str(d) for d in _shards_run(sandbox, estate, out, (0, 1), 3)]
     missing = run_cli("merge", *dirs, "--out", str(tmp_path / "m"))
     assert missing.returncode == 2
     assert "missing 2" in missing.stderr
@@ -148,3 +154,14 @@ def test_shards_from_the_environment_need_an_index_and_a_size(tmp_path: Path) ->
                     JOB_COMPLETION_INDEX="0")
     assert json.loads(given.stdout)["shard"] == "0/1"
 
+
+
+def test_a_damaged_shard_file_is_one_line_and_leaves_no_merge(
+    sandbox: Sandbox, estate: Path, tmp_path: Path
+) -> None:
+    first, second = _shards_run(sandbox, estate, tmp_path / "shards", (0, 1), 2)
+    (second / "results.parquet").write_bytes(b"PAR1 torn")
+    result = run_cli("merge", str(first), str(second), "--out", str(tmp_path / "m"))
+    assert result.returncode == 2, result.stderr
+    assert "results.parquet" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists()
