@@ -63,7 +63,7 @@ async def noted_listing(ctx: Context, batch: Batch, operation: str,
             page = await ctx.aws.call("connect", operation, region=batch.region,
                                       account=batch.account_id, **params)
             noted = {"entries": entries(page.data), "next": page.data.get("NextToken")}
-            ctx.notes.put("listing-page", f"{key}#{len(pages) + 1}", noted)
+            await ctx.notes.put("listing-page", f"{key}#{len(pages) + 1}", noted)
         pages.append(noted["entries"])
         token = noted["next"]
         if not token:

@@ -31,15 +31,16 @@ def normalize_numbers(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Add the instance's and the number's parts: ``_instance``, ``_inst_region``,
     ``_inst_account``, ``_number`` (ID), ``_num_region``, ``_num_account``, ``_num_instance``,
     ``_e164`` (+1 (555) 010-0000 and the like, as E.164)."""
-    number = pl.col("phone_number")
+    number, arn = pl.col("phone_number"), pl.col("_num_arn").struct
     return normalize_instances(frame).with_columns(
+        number.str.extract_groups(NUMBER_ARN).alias("_num_arn")).with_columns(
         pl.when(number.str.contains(f"^{UUID}$"))
         .then(number.str.to_lowercase())
-        .otherwise(number.str.extract(NUMBER_ARN, 4).str.to_lowercase())
+        .otherwise(arn.field("4").str.to_lowercase())
         .alias("_number"),
-        number.str.extract(NUMBER_ARN, 1).alias("_num_region"),
-        number.str.extract(NUMBER_ARN, 2).alias("_num_account"),
-        number.str.extract(NUMBER_ARN, 3).str.to_lowercase().alias("_num_instance"),
+        arn.field("1").alias("_num_region"),
+        arn.field("2").alias("_num_account"),
+        arn.field("3").str.to_lowercase().alias("_num_instance"),
         number.str.replace_all(r"[ ().\-]", "").alias("_e164"),
     )
 
@@ -98,6 +99,17 @@ def number_row(batch: Batch, number_id: str, *, alias: str | None, e164: str | N
     return {"instance_id": batch.instance_id, "instance_alias": alias,
             "phone_number_id": number_id, "phone_number_arn": arn or number_arn(batch, number_id),
             "phone_number": e164, "region": batch.region, "account_id": batch.account_id}
+
+
+def number_columns(batch: Batch, number_ids: list[str], *, alias: str | None,
+                   e164: list[str | None], arns: list[str]) -> dict[str, list[Any]]:
+    """The number's own columns of many result rows at once (``number_row``'s)."""
+    def each(value: Any) -> list[Any]:
+        return [value] * len(number_ids)
+
+    return {"instance_id": each(batch.instance_id), "instance_alias": each(alias),
+            "phone_number_id": number_ids, "phone_number_arn": arns, "phone_number": e164,
+            "region": each(batch.region), "account_id": each(batch.account_id)}
 
 
 def number_arn(batch: Batch, number_id: str) -> str:

@@ -202,7 +202,7 @@ class AssociateFlows(Job):
         """Snapshot, change, verify: each a phase the progress bar shows."""
         ctx.phases.set(batch.batch_id, "snapshot")
         current = await self._snapshot(ctx, batch, [number for _, number, _ in work])
-        before = self._before(ctx, batch, current)
+        before = await self._before(ctx, batch, current)
         for item, number, target in work:
             row = number_row(batch, number, alias=alias,
                              e164=item.data.get("phone_number") or e164.get(number)) | {
@@ -236,7 +236,8 @@ class AssociateFlows(Job):
                  for summary in answer.data.get("FlowAssociationSummaryList", [])}
         return {number: found.get(number) for number in numbers}
 
-    def _before(self, ctx: Context, batch: Batch, current: dict[str, Any]) -> dict[str, Any]:
+    async def _before(self, ctx: Context, batch: Batch, current: dict[str, Any]
+                      ) -> dict[str, Any]:
         """The flow each number had before this run changed anything: noted the first time it
         is seen (fsynced, before any change), read back ever after."""
         key = f"{batch.account_id}/{batch.region}/{batch.instance_id}"
@@ -244,7 +245,7 @@ class AssociateFlows(Job):
         fresh = {f"{key}/{number}": {"flow": flow} for number, flow in current.items()
                  if noted[number] is None}
         if fresh and not self.dry_run:
-            ctx.notes.put_many("before", fresh)
+            await ctx.notes.put_many("before", fresh)
         return {number: (noted[number] or {"flow": current[number]})["flow"]
                 for number in current}
 

@@ -289,7 +289,8 @@ class CampaignOnboarding(Job):
                 error.code, f"an onboarding job with another encryption config exists (status "
                 f"{state}): {error.message}", http_status=error.http_status,
                 attempts=error.attempts))
-        ctx.notes.put("started", batch.instance_id, {"encryption": wanted, "outcome": outcome})
+        await ctx.notes.put("started", batch.instance_id,
+                            {"encryption": wanted, "outcome": outcome})
         status = answer.data["connectInstanceOnboardingJobStatus"]
         return await self._follow(ctx, batch, item, wanted, outcome, status=status["status"],
                                   failure=status.get("failureCode"), attempts=answer.attempts)

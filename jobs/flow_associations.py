@@ -19,7 +19,7 @@ import click
 import polars as pl
 from connect_bulk.pipeline.edge import edge
 from connect_bulk.pipeline.errors import ClientFault, UsageError
-from connect_bulk.pipeline.job import Batch, Context, Job, Normalized, Outcome, Success
+from connect_bulk.pipeline.job import Answered, Batch, Context, Job, Normalized, Outcome
 from connect_bulk.pipeline.options import job_option
 from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
@@ -31,9 +31,9 @@ from ._numbers import (
     NumberDirectory,
     normalize_numbers,
     number_arn,
+    number_columns,
     number_item_columns,
     number_reasons,
-    number_row,
     number_schema,
 )
 
@@ -108,31 +108,36 @@ class FlowAssociations(Job):
         # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
         # built from the instance's partition, region and account where the input gave an ID.
         prefix = number_arn(batch, "")
-        arns = {number_id: prefix + number_id for number_id in ids.values()}
         answer = await ctx.aws.call(
             "connect", self.operation, region=batch.region, account=batch.account_id,
             InstanceId=batch.instance_id,
-            ResourceIds=list(arns.values()),
+            ResourceIds=[prefix + number_id for number_id in ids.values()],
             ResourceType=self.resource_type,
         )
         by_id = {
             summary["ResourceId"].rsplit("/", 1)[-1].lower(): summary
             for summary in answer.data.get("FlowAssociationSummaryList", [])
         }
-        for item in batch.items:
-            if item.item_key not in ids:
-                continue
-            number_id = ids[item.item_key]
-            summary = by_id.get(number_id)
-            flow_id = summary.get("FlowId") if summary else None
-            row = number_row(
-                batch, number_id, alias=alias,
-                e164=item.data.get("phone_number") or resolved.e164.get(number_id),
-                arn=summary["ResourceId"] if summary else arns[number_id])
-            row.update(resource_type=self.resource_type, flow_id=flow_id,
-                       flow_name=flows.name_of(flow_id) if flows else None,
-                       associated=summary is not None)
-            outcomes.append(Success(item, row, answer.attempts))
+        # A hundred numbers answered at once: their rows are made a column at a time.
+        items = [item for item in batch.items if item.item_key in ids] \
+            if outcomes else list(batch.items)
+        number_ids = [ids[item.item_key] for item in items]
+        summaries = [by_id.get(number_id) for number_id in number_ids]
+        flow_ids = [summary.get("FlowId") if summary else None for summary in summaries]
+        columns = number_columns(
+            batch, number_ids, alias=alias,
+            e164=[item.data.get("phone_number") or resolved.e164.get(number_id)
+                  for item, number_id in zip(items, number_ids, strict=True)],
+            arns=[summary["ResourceId"] if summary else prefix + number_id
+                  for summary, number_id in zip(summaries, number_ids, strict=True)])
+        columns |= {
+            "resource_type": [self.resource_type] * len(items),
+            "flow_id": flow_ids,
+            "flow_name": [flows.name_of(flow_id) for flow_id in flow_ids] if flows
+            else [None] * len(items),
+            "associated": [summary is not None for summary in summaries],
+        }
+        outcomes.append(Answered(items, columns, answer.attempts))
         return outcomes
 
 

@@ -19,7 +19,7 @@ import anyio
 
 from .errors import Abandoned, AccessDenied, CallError, FatalError
 from .events import EventLog
-from .job import Batch, Context, Failure, Job, Outcome, Success
+from .job import Batch, Context, Failure, Job, Outcome, items_in
 from .journal import Entry, Journal
 from .rundir import utc_now
 
@@ -208,13 +208,14 @@ class Engine:
                     await self._process(half, send)
                 return
             outcomes = [Failure(item, error) for item in batch.items]
-        if not self._succeeded_once and any(isinstance(o, Success) for o in outcomes):
+        finished, failed = items_in(outcomes)
+        if not self._succeeded_once and finished > failed:
             self._succeeded_once = True
             await self._release_denied(send)
         await self._send(batch.batch_id, outcomes, send)
-        self.finished += len(outcomes)
-        self.failed += sum(isinstance(o, Failure) for o in outcomes)
-        self._on_progress(len(outcomes))
+        self.finished += finished
+        self.failed += failed
+        self._on_progress(finished)
         self._check_failure_rate()
 
     async def _send(self, batch_id: str, outcomes: list[Outcome],

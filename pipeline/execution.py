@@ -21,8 +21,9 @@ from .engine import Engine, Limits, Stop, StopReason
 from .errors import Abandoned, CallError, DamagedRun, StorageError, TransientError, UsageError
 from .events import EventLog
 from .job import Context, Job, Phases
-from .journal import KEY, Journal
+from .journal import Journal
 from .notes import Notes
+from .parts import KEY
 from .plan import iter_batches
 from .record import EXIT_CODES, Mode, Report, RunOptions, record_execution
 from .render import closing_line, print_summary

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
@@ -46,7 +46,8 @@ class Item(NamedTuple):
     """One unit of work: ``(instance_id, item_key)`` is its identity within a run.
 
     Items, and the outcomes below, are made once per number on the hot path: named tuples,
-    immutable and about four times cheaper to make than frozen dataclasses."""
+    immutable and about four times cheaper to make than frozen dataclasses. ``data`` holds the
+    job's own item columns; a null one may be left out, so a job reads it with ``get``."""
 
     item_key: str
     instance_id: str
@@ -87,7 +88,45 @@ class Failure(NamedTuple):
     error: CallError
 
 
-Outcome = Success | Failure
+class Answered(NamedTuple):
+    """Items that one call answered, their result rows as columns: ``columns`` maps a result
+    column to one value per item, in the order of ``items`` (a column not given is null). A job
+    whose call answers a hundred items returns one of these rather than a ``Success`` each: a
+    dict per item is most of what such a job would cost the run."""
+
+    items: Sequence[Item]
+    columns: Mapping[str, Sequence[Any]]
+    attempts: int
+
+
+Outcome = Success | Failure | Answered
+
+
+def one_by_one(outcomes: Sequence[Outcome]) -> list[Success | Failure]:
+    """Each item's outcome on its own, an ``Answered`` as a ``Success`` an item (to read
+    outcomes; the hot path keeps their columns)."""
+    each: list[Success | Failure] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Answered):
+            names = list(outcome.columns)
+            each += [Success(item, dict(zip(names, values, strict=True)), outcome.attempts)
+                     for item, *values in zip(outcome.items, *outcome.columns.values(),
+                                              strict=True)]
+        else:
+            each.append(outcome)
+    return each
+
+
+def items_in(outcomes: Sequence[Outcome]) -> tuple[int, int]:
+    """How many items ``outcomes`` finish, and how many of them failed."""
+    finished = failed = 0
+    for outcome in outcomes:
+        if isinstance(outcome, Answered):
+            finished += len(outcome.items)
+        else:
+            finished += 1
+            failed += isinstance(outcome, Failure)
+    return finished, failed
 
 
 class Calls(Protocol):
@@ -238,7 +277,8 @@ class Job(ABC):
 
     @abstractmethod
     async def process(self, batch: Batch, ctx: Context) -> list[Outcome]:
-        """Make the calls for one batch and return one outcome per item.
+        """Make the calls for one batch and return one outcome per item (an ``Answered``
+        stands for each of its items).
 
         A ``CallError`` raised here fails the whole batch: the engine splits it when its code is
         in ``split_codes``, else records every item as failed with it.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,13 +28,13 @@ import orjson
 import polars as pl
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from . import parts
 from .crashpoints import crashpoint
 from .errors import DamagedRun
-from .job import Failure, Outcome, Success
+from .job import Answered, Failure, Item, Outcome, Success, items_in
+from .parts import TIMESTAMP
 from .rundir import RunDir, atomic_write, utc_now, write_json
 
-KEY = ["instance_id", "item_key"]
-TIMESTAMP = pl.Datetime("us", "UTC")
 ENGINE_RESULT_SCHEMA: dict[str, Any] = {
     "instance_id": pl.String,
     "item_key": pl.String,
@@ -56,7 +55,6 @@ FAILURE_SCHEMA: dict[str, Any] = {
     "batch_id": pl.String,
     "failed_at": TIMESTAMP,
 }
-_PART = re.compile(r"^(results|failures)-(\d{6})\.parquet$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +93,12 @@ class Journal:
         self.flush_s = flush_s
         self.counts = Counts()
         self.calls: dict[str, dict[str, int]] = {}
-        # Rows as the log holds them, each with its timestamp last (see ``_buffer``).
-        self._results: list[list[Any]] = []
-        self._failures: list[list[Any]] = []
+        self._results = parts.Buffered(self.schema, "completed_at")
+        self._failures = parts.Buffered(FAILURE_SCHEMA, "failed_at")
         self._next_part = 1 + max((n for _, n in self._parts()), default=0)
         self._wal_lines: list[bytes] = []
-        # The log's column order: the schema but the timestamp, logged once per batch.
-        self._logged_result_columns = [c for c in self.schema if c != "completed_at"]
-        self._logged_failure_columns = [c for c in FAILURE_SCHEMA if c != "failed_at"]
-        # Where the engine's own values go in a logged result row (they win over the job's).
-        self._engine_positions = [self._logged_result_columns.index(c) for c in
-                                  ("item_key", "instance_id", "input_row", "batch_id",
-                                   "attempts")]
+        # The job's own columns (the engine's values win over a job's of the same name).
+        self._job_columns = [c for c in self._results.logged if c not in ENGINE_RESULT_SCHEMA]
         self.redrive = False
         #: told when a write fails (disk full, read-only): the run must stop; nothing more is
         #: written, and what was not yet durable is not counted
@@ -117,42 +109,11 @@ class Journal:
     # -- reading what is on disk ------------------------------------------------------------
 
     def _parts(self) -> list[tuple[str, int]]:
-        found = []
-        for path in self.rundir.parts.glob("*.parquet"):
-            match = _PART.match(path.name)
-            if match:
-                found.append((match.group(1), int(match.group(2))))
-        return sorted(found, key=lambda p: p[1])
-
-    def _scan(self, kind: str, schema: Mapping[str, Any]) -> pl.LazyFrame:
-        frames = [
-            pl.scan_parquet(self.rundir.parts / f"{k}-{n:06d}.parquet").with_columns(
-                pl.lit(n, dtype=pl.Int64).alias("_part")
-            )
-            for k, n in self._parts()
-            if k == kind
-        ]
-        if not frames:
-            empty = pl.DataFrame(schema=dict(schema) | {"_part": pl.Int64})
-            return empty.lazy()
-        return pl.concat(frames, how="diagonal_relaxed")
+        return parts.listed(self.rundir.parts)
 
     def latest(self) -> pl.DataFrame:
         """Per item ever written: its latest outcome (``ok``, ``retryable``, ``error_code``)."""
-        results = self._scan("results", self.schema).select(
-            *KEY, "_part", pl.lit(True).alias("ok"), pl.lit(False).alias("retryable"),
-            pl.lit(None, dtype=pl.String).alias("error_code"),
-        )
-        failures = self._scan("failures", FAILURE_SCHEMA).select(
-            *KEY, "_part", pl.lit(False).alias("ok"), "retryable", "error_code"
-        )
-        return (
-            pl.concat([results, failures])
-            .sort("_part")
-            .group_by(KEY)
-            .agg(pl.all().last())
-            .collect()
-        )
+        return parts.latest(self.rundir.parts, self.schema, FAILURE_SCHEMA)
 
     @property
     def wal(self) -> Path:
@@ -169,9 +130,9 @@ class Journal:
             try:
                 entry = orjson.loads(line)
                 entry["at"] = datetime.fromisoformat(entry["at"])
-                if not isinstance(entry["results"], list) or not isinstance(
-                        entry["failures"], list):
-                    raise TypeError("results and failures must be lists")
+                if not isinstance(entry["results"], list | dict) or not isinstance(
+                        entry["failures"], list | dict):
+                    raise TypeError("results and failures must be columns (or rows)")
             except (ValueError, KeyError, TypeError) as exc:
                 if number == len(lines):
                     continue
@@ -182,13 +143,13 @@ class Journal:
 
     def _replay_wal(self) -> None:
         """Put what a crashed execution logged but never compacted back in the buffers."""
-        widths = len(self._logged_result_columns), len(self._logged_failure_columns)
         for entry in self._read_wal():
-            results, failures = entry["results"], entry["failures"]
-            if any(not isinstance(v, list) or len(v) != widths[0] for v in results) or any(
-                    not isinstance(v, list) or len(v) != widths[1] for v in failures):
+            try:
+                results = _as_columns(entry["results"], self._results.logged)
+                failures = _as_columns(entry["failures"], self._failures.logged)
+            except ValueError as exc:
                 raise DamagedRun(self.wal, f"an entry of batch {entry.get('batch_id')} does "
-                                 "not fit the run's columns")
+                                 f"not fit the run's columns ({exc})") from exc
             self._buffer(results, failures, entry["at"])
 
     def check(self) -> None:
@@ -235,42 +196,60 @@ class Journal:
     # -- writing ----------------------------------------------------------------------------
 
     def record(self, batch_id: str, outcomes: list[Outcome]) -> None:
-        """Buffer a batch's outcomes as rows of values, and log them as one line: values in
-        column order, the timestamp once (the log is on the hot path: keep it lean)."""
+        """Buffer a batch's outcomes, and log them as one line: a column of values each, the
+        timestamp once (the log is on the hot path: a value is touched once, by a column's
+        comprehension, and no row is made)."""
         now = utc_now()
-        results, failures = [], []
-        columns, at = self._logged_result_columns, self._engine_positions
-        for outcome in outcomes:
-            item = outcome.item
-            if self.redrive:
-                self._uncounted.failed -= 1  # it was a failure; this outcome replaces it
-            if isinstance(outcome, Success):
-                self._uncounted.succeeded += 1
-                get = outcome.row.get
-                values = list(map(get, columns))
-                values[at[0]], values[at[1]], values[at[2]] = (
-                    item.item_key, item.instance_id, item.input_row)
-                values[at[3]], values[at[4]] = batch_id, outcome.attempts
-                results.append(values)
-            elif isinstance(outcome, Failure):
-                self._uncounted.failed += 1
-                error = outcome.error
-                failures.append([item.item_key, item.instance_id, item.input_row, error.code,
-                                 error.message, error.http_status, error.retryable,
-                                 error.attempts, batch_id])
+        succeeded = [o for o in outcomes if isinstance(o, Success)]
+        answered = [o for o in outcomes if isinstance(o, Answered)]
+        failed = [o for o in outcomes if isinstance(o, Failure)]
+        finished, failures_n = items_in(outcomes)
+        if self.redrive:
+            self._uncounted.failed -= finished  # failures, replaced by these outcomes
+        self._uncounted.succeeded += finished - failures_n
+        self._uncounted.failed += failures_n
+        results = self._result_columns(succeeded, answered, batch_id) \
+            if succeeded or answered else {}
+        failures: dict[str, list[Any]] = {}
+        if failed:
+            failures = _engine_columns([o.item for o in failed], batch_id)
+            errors = [o.error for o in failed]
+            failures |= {
+                "error_code": [e.code for e in errors],
+                "error_message": [e.message for e in errors],
+                "http_status": [e.http_status for e in errors],
+                "retryable": [e.retryable for e in errors],
+                "attempts": [e.attempts for e in errors],
+            }
         self._wal_lines.append(orjson.dumps(
             {"batch_id": batch_id, "at": now.isoformat(), "results": results,
              "failures": failures}, option=orjson.OPT_APPEND_NEWLINE))
         self._buffer(results, failures, now)
 
-    def _buffer(self, results: list[list[Any]], failures: list[list[Any]],
+    def _result_columns(self, succeeded: list[Success], answered: list[Answered],
+                        batch_id: str) -> dict[str, list[Any]]:
+        """The logged columns of a batch's successes: the rows' values a column at a time,
+        then the columns of what was answered as columns."""
+        rows = [o.row for o in succeeded]
+        items = [o.item for o in succeeded]
+        attempts = [o.attempts for o in succeeded]
+        for outcome in answered:
+            items += outcome.items
+            attempts += [outcome.attempts] * len(outcome.items)
+            if any(len(v) != len(outcome.items) for v in outcome.columns.values()):
+                raise ValueError(f"{batch_id}: an answer's columns are not one value an item")
+        results: dict[str, list[Any]] = {}
+        for column in self._job_columns:
+            values = [row.get(column) for row in rows]
+            for outcome in answered:
+                values += outcome.columns.get(column) or [None] * len(outcome.items)
+            results[column] = values
+        return results | _engine_columns(items, batch_id) | {"attempts": attempts}
+
+    def _buffer(self, results: Mapping[str, list[Any]], failures: Mapping[str, list[Any]],
                 at: datetime) -> None:
-        """Rows of logged values, each with its timestamp last (a part's columns in the log's
-        order, then ``completed_at`` or ``failed_at``)."""
-        for values in (*results, *failures):
-            values.append(at)
-        self._results += results
-        self._failures += failures
+        self._results.add(results, at)
+        self._failures.add(failures, at)
 
     def sync_wal(self) -> None:
         """Make every outcome recorded so far durable (one fsync for all of them); only then
@@ -294,7 +273,9 @@ class Journal:
             self.broken = exc
             if self.on_error is not None:
                 self.on_error(exc)
-        self._results, self._failures, self._wal_lines = [], [], []
+        self._results.clear()
+        self._failures.clear()
+        self._wal_lines = []
         self._uncounted = Counts()
 
     @property
@@ -305,21 +286,15 @@ class Journal:
               truncate: bool = False) -> None:
         if calls is not None:
             self.calls = {op: dict(v) for op, v in calls.items()}
-        if self._results or self._failures or (truncate and self.wal.is_file()
-                                                  and self.wal.stat().st_size):
+        if self.buffered or (truncate and self.wal.is_file() and self.wal.stat().st_size):
             number = self._next_part
             self._next_part += 1
-            if self._results:
-                logged = {c: self.schema[c] for c in self._logged_result_columns}
-                frame = pl.DataFrame(self._results, orient="row", schema=logged | {
-                    "completed_at": TIMESTAMP}).select(list(self.schema))
-                self._write_part(f"results-{number:06d}.parquet", frame)
-                crashpoint("part-written")
-            if self._failures:
-                frame = pl.DataFrame(self._failures, schema=FAILURE_SCHEMA, orient="row")
-                self._write_part(f"failures-{number:06d}.parquet", frame)
-                crashpoint("part-written")
-            self._results, self._failures = [], []
+            for kind, buffer in (("results", self._results), ("failures", self._failures)):
+                if len(buffer):
+                    self._write_part(f"{kind}-{number:06d}.parquet", buffer.frame())
+                    crashpoint("part-written")
+            self._results.clear()
+            self._failures.clear()
             # Everything in the log is in a part now. A crash before this line leaves both;
             # the same outcome twice is one outcome (the latest per item wins).
             self._wal_lines = []
@@ -335,7 +310,7 @@ class Journal:
 
     def _write_part(self, name: str, frame: pl.DataFrame) -> None:
         with atomic_write(self.rundir.parts / name) as tmp:
-            frame.write_parquet(tmp)
+            frame.write_parquet(tmp, **parts.PARQUET)
 
     async def run(
         self,
@@ -385,34 +360,40 @@ class Journal:
     def finalize(self) -> pl.DataFrame:
         """Write ``results.parquet`` and ``failures.parquet``: each item's latest outcome.
         Returns the results."""
-        latest = self.latest().select(*KEY, "_part", "ok")
-        results = (
-            self._scan("results", self.schema)
-            .join(latest.lazy().filter("ok").select(*KEY, "_part"), on=[*KEY, "_part"])
-            .unique(KEY, keep="last")
-            .drop("_part")
-            .sort("input_row")
-            .collect()
-        )
-        failures = (
-            self._scan("failures", FAILURE_SCHEMA)
-            .join(latest.lazy().filter(~pl.col("ok")).select(*KEY, "_part"), on=[*KEY, "_part"])
-            .unique(KEY, keep="last")
-            .drop("_part")
-            .sort("input_row")
-            .collect()
-        )
-        results = results.select(list(self.schema)) if results.height else pl.DataFrame(
-            schema=self.schema)
-        failures = failures.select(list(FAILURE_SCHEMA)) if failures.height else pl.DataFrame(
-            schema=FAILURE_SCHEMA)
+        results, failures = parts.final(self.rundir.parts, self.schema, FAILURE_SCHEMA)
         with atomic_write(self.rundir.results) as tmp:
-            results.write_parquet(tmp)
+            results.write_parquet(tmp, **parts.PARQUET)
         crashpoint("finalize-results")
         with atomic_write(self.rundir.failures) as tmp:
-            failures.write_parquet(tmp)
+            failures.write_parquet(tmp, **parts.PARQUET)
         crashpoint("finalized")
         return results
+
+
+def _engine_columns(items: list[Item], batch_id: str) -> dict[str, list[Any]]:
+    return {"item_key": [i.item_key for i in items],
+            "instance_id": [i.instance_id for i in items],
+            "input_row": [i.input_row for i in items],
+            "batch_id": [batch_id] * len(items)}
+
+
+def _as_columns(logged: Any, names: list[str]) -> dict[str, list[Any]]:
+    """A logged entry's values as columns: the log's columns, or rows as an earlier version
+    logged them (a run killed then, resumed now). Raises ``ValueError`` when they do not fit
+    ``names``."""
+    if isinstance(logged, list):
+        if any(not isinstance(row, list) or len(row) != len(names) for row in logged):
+            raise ValueError("a row of the wrong width")
+        logged = dict(zip(names, map(list, zip(*logged, strict=True)), strict=True)) \
+            if logged else {}
+    if not logged:
+        return {}
+    if not isinstance(logged, dict) or set(logged) != set(names):
+        raise ValueError("not the run's columns")
+    lengths = {len(v) if isinstance(v, list) else -1 for v in logged.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise ValueError("columns of different lengths")
+    return logged
 
 
 def elapsed_since(started: datetime) -> float:

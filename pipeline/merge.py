@@ -19,6 +19,7 @@ from . import __version__
 from .errors import DamagedRun, UsageError
 from .job import load_job_class
 from .journal import FAILURE_SCHEMA, result_schema
+from .parts import PARQUET
 from .record import ensure_valid
 from .rundir import RunDir, atomic_write, iso, utc_now, write_json
 
@@ -80,7 +81,7 @@ def merge(run_dirs: list[Path], out: Path) -> dict[str, Any]:
                             (failures, merged.parts / "failures-000001.parquet"),
                             (results, merged.results), (failures, merged.failures)):
             with atomic_write(path) as tmp:
-                frame.write_parquet(tmp)
+                frame.write_parquet(tmp, **PARQUET)
         shutil.copyfile(shards[0][0].rejects, merged.rejects)
         calls = _calls([s[2].get("calls", {}) for s in shards])
         write_json(merged.checkpoint, {"parts": ["results-000001.parquet",

@@ -12,11 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 
 class Notes:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._values: dict[tuple[str, str], Any] = {}
+        self._writing = anyio.Lock()
         if path is not None and path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -28,16 +31,23 @@ class Notes:
     def get(self, kind: str, key: str) -> Any:
         return self._values.get((kind, key))
 
-    def put(self, kind: str, key: str, value: Any) -> None:
-        self.put_many(kind, {key: value})
+    async def put(self, kind: str, key: str, value: Any) -> None:
+        await self.put_many(kind, {key: value})
 
-    def put_many(self, kind: str, values: dict[str, Any]) -> None:
-        """Several notes of one kind, made durable together (one fsync)."""
+    async def put_many(self, kind: str, values: dict[str, Any]) -> None:
+        """Several notes of one kind, made durable together (one fsync) before it returns.
+        The write and its fsync are a worker thread's: the event loop goes on with the calls
+        in flight meanwhile."""
         self._values.update({(kind, key): value for key, value in values.items()})
         if self.path is None or not values:
             return
         lines = [json.dumps({"kind": kind, "key": key, "value": value}) + "\n"
                  for key, value in values.items()]
+        async with self._writing:  # one writer at a time: lines never interleave
+            await anyio.to_thread.run_sync(self._append, lines)
+
+    def _append(self, lines: list[str]) -> None:
+        assert self.path is not None
         with self.path.open("a", encoding="utf-8") as handle:
             handle.writelines(lines)
             handle.flush()

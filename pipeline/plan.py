@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -39,18 +39,21 @@ class Planned:
         return self.items.height
 
 
-def first_of_each(items: pl.DataFrame, key: list[str]) -> pl.Series:
-    """Whether each row is the first of its ``key`` (rows in input order). A 64-bit hash of
-    the key finds the rows that may repeat (eight bytes a row); only those are compared whole,
-    so a hash shared by two different keys costs neither."""
+def first_of_each(items: pl.DataFrame, key: list[str], *,
+                  keep: Literal["first", "last"] = "first") -> pl.Series:
+    """Whether each row is the first (or last) of its ``key`` (rows in input order). A 64-bit
+    hash of the key finds the rows that may repeat (eight bytes a row); only those are compared
+    whole, so a hash shared by two different keys costs neither."""
     hashes = items.select(pl.struct(*key).hash()).to_series()
     ordered = hashes.sort()
     repeated = ordered.filter(ordered == ordered.shift())
     if repeated.is_empty():
         return pl.Series("first", [True] * items.height, dtype=pl.Boolean)
     rows = hashes.is_in(repeated.unique()).arg_true()
+    whole = pl.struct(*key)
     first = items.select(*key).gather(rows).select(
-        pl.struct(*key).is_first_distinct()).to_series()
+        whole.is_first_distinct() if keep == "first" else whole.is_last_distinct()
+    ).to_series()
     return pl.Series("first", [True] * items.height, dtype=pl.Boolean).scatter(
         rows.filter(~first), False)
 
@@ -130,9 +133,12 @@ def iter_batches(items: pl.DataFrame, *, chunk_rows: int = 20_000) -> Iterator[B
         last = min(max(last, first), len(ends) - 1)  # at least one batch, at most all
         chunk = items.slice(start, ends[last] - start)
         engine = [chunk[c].to_list() for c in ENGINE_COLUMNS]
-        values = [chunk[c].to_list() for c in data_columns]
-        data = [dict(zip(data_columns, row, strict=True)) for row in zip(*values, strict=True)
-                ] if data_columns else [NO_DATA] * chunk.height
+        # A job's column that is null all through the chunk (a number's E.164, when the input
+        # gives IDs) is left out of ``data``: a job reads it with ``get``.
+        given = [c for c in data_columns if chunk[c].null_count() < chunk.height]
+        values = [chunk[c].to_list() for c in given]
+        data = [dict(zip(given, row, strict=True)) for row in zip(*values, strict=True)
+                ] if given else [NO_DATA] * chunk.height
         rows = list(map(Item._make, zip(*engine, data, strict=True)))
         batch_ids = chunk["batch_id"]
         for index in range(first, last + 1):

@@ -24,6 +24,7 @@ from .execution import execute
 from .inputs import sha256_of
 from .job import Job, load_job_class
 from .journal import Journal
+from .parts import PARQUET
 from .plan import estimate, prepare
 from .record import Mode, RunOptions, check_options, differences, ensure_valid
 from .rundir import RunDir, atomic_write, iso, utc_now, write_json
@@ -201,9 +202,9 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
     try:
         rundir.create()
         with atomic_write(rundir.items) as tmp:
-            items.write_parquet(tmp)
+            items.write_parquet(tmp, **PARQUET)
         with atomic_write(rundir.rejects) as tmp:
-            prepared.rejects.write_parquet(tmp)
+            prepared.rejects.write_parquet(tmp, **PARQUET)
         run = {
             "run_id": rundir.run_id,
             "job": type(job).name,

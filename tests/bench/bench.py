@@ -94,6 +94,9 @@ class Window:
 
     def __init__(self, sandbox: Sandbox, target: int) -> None:
         self.sandbox, self.target = sandbox, target
+        #: the process making the calls, once started (``watch``): its CPU while calling
+        self.pid: int | None = None
+        self.cpu: list[float] = []
         base = sandbox.control("stats")
         self.base = self._ok(base), base["calls"].get(OP, 0), base["throttled"].get(OP, 0)
         self.first: float | None = None
@@ -114,11 +117,16 @@ class Window:
             ok = self._ok(stats) - self.base[0]
             if ok > 0 and self.first is None:
                 self.first = now
+                self.cpu.append(process_cpu(self.pid))
             if ok >= self.target and self.last is None:
                 self.last = now
                 self.stats = stats
+                self.cpu.append(process_cpu(self.pid))
                 return
             time.sleep(0.02)
+
+    def watch(self, pid: int) -> None:
+        self.pid = pid
 
     def finish(self) -> dict[str, float]:
         self.thread.join(timeout=600)
@@ -128,7 +136,16 @@ class Window:
         throttled = stats["throttled"].get(OP, 0) - self.base[2]
         assert self.first is not None and self.last is not None, "the work did not finish"
         return {"rate": self.target / max(self.last - self.first, 1e-9),
-                "throttled": throttled / max(made, 1), "made": made}
+                "throttled": throttled / max(made, 1), "made": made,
+                "cpu_calling_s": self.cpu[1] - self.cpu[0]}
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds a process has used so far, all its threads (0 when none is watched)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_input(path: Path, world: list[tuple[str, list[str]]]) -> Path:
@@ -147,8 +164,8 @@ def batches(world: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 
 # -- the runners: connect-bulk and what users write instead -----------------------------------
 
-def run_connect_bulk(sandbox: Sandbox, path: Path, *args: str,
-                     state_dir: str | None = None) -> dict[str, Any]:
+def run_connect_bulk(sandbox: Sandbox, path: Path, *args: str, state_dir: str | None = None,
+                     watch: Callable[[int], None] | None = None) -> dict[str, Any]:
     """One run; it learns from scratch unless given the ``state_dir`` of an earlier run.
     Returns its summary and the CPU seconds it used."""
     out = tempfile.mkdtemp(prefix="bench-")
@@ -158,6 +175,8 @@ def run_connect_bulk(sandbox: Sandbox, path: Path, *args: str,
          "--state-dir", state_dir or tempfile.mkdtemp(prefix="bench-state-"), *args],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    if watch is not None:
+        watch(process.pid)
     _, _, usage = os.wait4(process.pid, 0)
     summary: dict[str, Any] = json.loads((Path(out) / "b" / "summary.json").read_text())
     return summary | {"cpu_s": usage.ru_utime + usage.ru_stime}
@@ -205,14 +224,32 @@ def run_aiometer(sandbox: Sandbox, work: list[tuple[str, list[str]]], rate: floa
 
 
 def run_bare_aiobotocore(sandbox: Sandbox, work: list[tuple[str, list[str]]],
-                         concurrency: int) -> dict[str, float]:
+                         concurrency: int, watch: Callable[[int], None] | None = None,
+                         ) -> dict[str, float]:
+    """The bare loop in a process of its own, as connect-bulk runs: its CPU is its own (the
+    bench's poller thread is not in it). It lingers half a second after its last call, so
+    that the poller reads its CPU before it exits."""
+    listed = Path(tempfile.mkdtemp()) / "work.json"
+    listed.write_text(json.dumps(work))
+    process = subprocess.Popen([PY, __file__, "--bare-child", sandbox.url, str(concurrency),
+                                str(listed)], env=ENV)
+    if watch is not None:
+        watch(process.pid)
+    _, status, usage = os.wait4(process.pid, 0)
+    assert status == 0, "the bare loop failed"
+    return {"cpu_s": usage.ru_utime + usage.ru_stime}
+
+
+def bare_child(url: str, concurrency: int, listed: Path) -> None:
     import aiobotocore.session
     from botocore.config import Config
+
+    work = [tuple(batch) for batch in json.loads(listed.read_text())]
 
     async def main() -> None:
         session = aiobotocore.session.get_session()
         config = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency)
-        async with session.create_client("connect", endpoint_url=sandbox.url,
+        async with session.create_client("connect", endpoint_url=url,
                                          region_name="us-east-1", config=config,
                                          **CREDS) as client:
             queue = list(work)
@@ -225,14 +262,21 @@ def run_bare_aiobotocore(sandbox: Sandbox, work: list[tuple[str, list[str]]],
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
-    started = time.process_time()
     asyncio.run(main())
-    return {"cpu_s": time.process_time() - started}
+    time.sleep(0.5)
 
 
 def measure(sandbox: Sandbox, target: int, run: Callable[[], Any]) -> dict[str, Any]:
     window = Window(sandbox, target)
     result = run()
+    return window.finish() | {"result": result}
+
+
+def measure_watched(sandbox: Sandbox, target: int,
+                    run: Callable[[Callable[[int], None]], Any]) -> dict[str, Any]:
+    """As ``measure``, for a run in a process of its own that it tells the window of."""
+    window = Window(sandbox, target)
+    result = run(window.watch)
     return window.finish() | {"result": result}
 
 
@@ -321,9 +365,12 @@ def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]],
 
 def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, float]:
     """No quota, no latency: the engine against a bare aiobotocore loop at the same
-    concurrency (medians of 3, alternated). CPU a call is the marginal cost: the CPU of a run
-    of 4x the calls less that of the run, over the calls in between (start-up, imports and
-    reading the input cancel out)."""
+    concurrency (medians of 3, alternated), each in a process of its own. CPU a call is
+    measured twice: while calling (the process's CPU from its first call to its last, over the
+    calls: the per-call path, start-up and the final files left out, as the bare loop's are),
+    and over the whole run (the CPU of a run of 4x the calls less that of the run, over the
+    calls in between: reading and planning the input and writing the final files are in it,
+    start-up and imports cancel out)."""
     sandbox = Sandbox()
     try:
         world = sandbox.world(instances=4 * calls // 20, per_instance=2000)
@@ -334,28 +381,35 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
         warm = tempfile.mkdtemp(prefix="bench-state-")
         run_connect_bulk(sandbox, paths["small"], *fast, state_dir=warm)  # learns what held
 
-        def runs(size: str) -> dict[str, Callable[[], Any]]:
+        def runs(size: str) -> dict[str, Callable[[Callable[[int], None]], Any]]:
             work = small if size == "small" else world
             return {
-                "bare": lambda: run_bare_aiobotocore(sandbox, batches(work), concurrency),
-                "fixed": lambda: run_connect_bulk(sandbox, paths[size], *fast, "--no-adaptive"),
-                "adaptive": lambda: run_connect_bulk(sandbox, paths[size], *fast),
-                "learned": lambda: run_connect_bulk(sandbox, paths[size], *fast,
-                                                    state_dir=warm),
+                "bare": lambda watch: run_bare_aiobotocore(sandbox, batches(work), concurrency,
+                                                           watch),
+                "fixed": lambda watch: run_connect_bulk(sandbox, paths[size], *fast,
+                                                        "--no-adaptive", watch=watch),
+                "adaptive": lambda watch: run_connect_bulk(sandbox, paths[size], *fast,
+                                                           watch=watch),
+                "learned": lambda watch: run_connect_bulk(sandbox, paths[size], *fast,
+                                                          state_dir=warm, watch=watch),
             }
 
         rates: dict[str, list[float]] = {}
+        calling: dict[str, list[float]] = {}
         cpu: dict[str, dict[str, list[float]]] = {"small": {}, "large": {}}
         for _ in range(3):
             for size in ("small", "large"):
+                target = n if size == "small" else 4 * n
                 for name, run in runs(size).items():
-                    figures = measure(sandbox, n if size == "small" else 4 * n, run)
+                    figures = measure_watched(sandbox, target, run)
                     if size == "small":
                         rates.setdefault(name, []).append(figures["rate"])
+                    calling.setdefault(name, []).append(figures["cpu_calling_s"] / target)
                     cpu[size].setdefault(name, []).append(figures["result"]["cpu_s"])
         per_call = {name: (statistics.median(cpu["large"][name])
                            - statistics.median(cpu["small"][name])) / (3 * n)
                     for name in rates}
+        while_calling = {name: statistics.median(values) for name, values in calling.items()}
         bare = statistics.median(rates["bare"])
         labels = {
             "bare": f"bare aiobotocore, {concurrency} workers",
@@ -368,7 +422,9 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
         for name, label in labels.items():
             rate = statistics.median(rates[name])
             rows.append([label, f"{rate:.1f}", f"{rate / bare:.3f}", "", str(n),
-                         f"{per_call[name] * 1000:.2f} ms CPU a call "
+                         f"CPU a call: {while_calling[name] * 1000:.2f} ms while calling "
+                         f"({while_calling[name] / while_calling['bare']:.2f}x), "
+                         f"{per_call[name] * 1000:.2f} ms over the whole run "
                          f"({per_call[name] / per_call['bare']:.2f}x)"])
         return {"bare": bare, "engine": statistics.median(rates["fixed"])}
     finally:
@@ -510,7 +566,12 @@ def main() -> None:
     parser.add_argument("--big-rows", type=int, default=10_000_000,
                         help="the large input sizes planned (0: skip them)")
     parser.add_argument("--only", choices=["quota", "overhead", "scale", "startup"])
+    parser.add_argument("--bare-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_child:
+        url, concurrency, listed = args.bare_child
+        bare_child(url, int(concurrency), Path(listed))
+        return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {platform.platform()}")
     lines: list[list[str]] = []

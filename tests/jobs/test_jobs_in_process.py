@@ -14,7 +14,15 @@ from connect_bulk.jobs.campaign_onboarding import CampaignOnboarding
 from connect_bulk.jobs.flow_associations import FlowAssociations
 from connect_bulk.pipeline.aws import AwsSettings, Caller
 from connect_bulk.pipeline.errors import Abandoned, ClientFault
-from connect_bulk.pipeline.job import Batch, Context, Failure, Item, Outcome, Success
+from connect_bulk.pipeline.job import (
+    Batch,
+    Context,
+    Failure,
+    Item,
+    Outcome,
+    Success,
+    one_by_one,
+)
 from connect_bulk.pipeline.notes import Notes
 
 from tests.cli.world import build_world
@@ -48,7 +56,7 @@ def test_flow_associations_answers_ids_and_e164_and_fails_what_is_not_claimed(
                    (by_e164.e164, {"phone_number": by_e164.e164}), ("+15550009999", {}))
     job = FlowAssociations()
     outcomes: list[Outcome] = _in_process(sandbox, lambda ctx: job.process(batch, ctx))
-    by_key = {o.item.item_key: o for o in outcomes}
+    by_key = {o.item.item_key: o for o in one_by_one(outcomes)}
     assert isinstance(by_key[associated.id], Success)
     assert by_key[associated.id].row["flow_id"] == associated.flow_arn
     assert by_key[associated.id].row["phone_number_arn"] == associated.arn

@@ -3,6 +3,7 @@ No AWS and no clock: the fake job answers at once and records what it was asked.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ from connect_bulk.pipeline.engine import Engine, Limits
 from connect_bulk.pipeline.errors import ClientFault, FatalError, ServerError
 from connect_bulk.pipeline.events import EventLog
 from connect_bulk.pipeline.job import (
+    Answered,
     Batch,
     Context,
     Failure,
@@ -167,3 +169,73 @@ def test_record_keeps_outcome_columns(tmp_path: Path) -> None:
     assert (row["item_key"], row["input_row"], row["error_code"], row["http_status"],
             row["attempts"], row["batch_id"], row["retryable"]) == ("k", 3, "X", 400, 2, "b",
                                                                      False)
+
+
+def _journal(tmp_path: Path) -> Journal:
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    (rundir.parts).mkdir(parents=True, exist_ok=True)
+    return Journal(rundir, {"instance_id": pl.String, "flow": pl.String, "n": pl.Int64})
+
+
+def test_answers_as_columns_rows_and_failures_land_item_by_item(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    items = [Item(f"k{i}", "i", "r", "a", i) for i in range(5)]
+    journal.record("b1", [
+        Answered(items[:3], {"flow": ["f0", "f1", "f2"], "n": [0, 1, 2]}, 2),
+        Success(items[3], {"flow": "f3"}, 1),
+        Failure(items[4], ClientFault("X", "y")),
+    ])
+    journal.sync_wal()
+    assert (journal.counts.succeeded, journal.counts.failed) == (4, 1)
+    journal.flush({})
+    results = journal.finalize()
+    assert results.select("item_key", "flow", "n", "attempts", "input_row").rows() == [
+        ("k0", "f0", 0, 2, 0), ("k1", "f1", 1, 2, 1), ("k2", "f2", 2, 2, 2),
+        ("k3", "f3", None, 1, 3)]
+    assert pl.read_parquet(journal.rundir.failures)["item_key"].to_list() == ["k4"]
+
+
+def test_an_answer_whose_columns_miss_an_item_is_refused(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    items = [Item(f"k{i}", "i", "r", "a", i) for i in range(3)]
+    with pytest.raises(ValueError, match="one value an item"):
+        journal.record("b1", [Answered(items, {"flow": ["f0", "f1"]}, 1)])
+
+
+def test_the_log_of_a_killed_run_is_replayed_in_either_layout(tmp_path: Path) -> None:
+    """An entry as columns, and one as rows (as an earlier version logged them): a run killed
+    under either is resumed with both."""
+    journal = _journal(tmp_path)
+    at = "2026-11-23T10:00:00+00:00"
+    by_columns = {"batch_id": "b1", "at": at, "failures": {}, "results": {
+        "instance_id": ["i"], "flow": ["f0"], "n": [0], "item_key": ["k0"], "input_row": [0],
+        "batch_id": ["b1"], "attempts": [1]}}
+    by_rows = {"batch_id": "b2", "at": at, "results": [["i", "f1", 1, "k1", 1, "b2", 1]],
+               "failures": [["k2", "i", 2, "X", "y", 400, False, 1, "b2"]]}
+    journal.wal.write_text("".join(json.dumps(e) + "\n" for e in (by_columns, by_rows)))
+    pl.DataFrame({"item_key": ["k0"]}).write_parquet(journal.rundir.items)
+    journal.load()
+    assert (journal.counts.succeeded, journal.counts.failed) == (2, 1)
+    results = journal.finalize()
+    assert results.select("item_key", "flow", "batch_id").rows() == [("k0", "f0", "b1"),
+                                                                     ("k1", "f1", "b2")]
+    assert results["completed_at"].dt.hour().to_list() == [10, 10]
+    assert pl.read_parquet(journal.rundir.failures)["error_code"].to_list() == ["X"]
+
+
+def test_each_item_keeps_its_latest_outcome_across_parts(tmp_path: Path) -> None:
+    """k0 fails, then succeeds; k1 succeeds, then fails; k2 fails twice: a part of each kind
+    in each flush, so the rows are sorted by part before the latest is taken."""
+    journal = _journal(tmp_path)
+    k = [Item(f"k{i}", "i", "r", "a", i) for i in range(3)]
+    error = ClientFault("X", "y")
+    for outcomes in ([Failure(k[0], error), Success(k[1], {}, 1), Failure(k[2], error)],
+                     [Success(k[0], {}, 1), Failure(k[1], error), Failure(k[2], error)]):
+        journal.record("b", outcomes)
+        journal.flush({})
+    latest = journal.latest().sort("item_key")
+    assert latest.select("item_key", "ok").rows() == [("k0", True), ("k1", False),
+                                                      ("k2", False)]
+    assert journal.finalize()["item_key"].to_list() == ["k0"]
+    assert pl.read_parquet(journal.rundir.failures)["item_key"].to_list() == ["k1", "k2"]
