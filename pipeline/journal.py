@@ -4,9 +4,11 @@ Outcomes arrive batch by batch on a stream. The writer appends them at once to a
 log (``parts/wal.jsonl``, fsynced once for all that arrived together), so an answered call is
 never lost to a crash: at most the calls still in flight are made again. Every ``flush_rows``
 rows or ``flush_s`` seconds it compacts what it holds into a part file
-(``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed),
-empties the log, and rewrites the checkpoint. A renamed part is complete, so a resumed run counts
-every part on disk, after compacting whatever the log still holds.
+(``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed):
+the log is set aside first (renamed ``wal-N.jsonl``), the part is written beside the new log
+while answers go on being logged, and the set-aside log is removed once the part is there; then
+the checkpoint is rewritten. A renamed part is complete, so a resumed run counts every part on
+disk, after compacting whatever the logs still hold.
 
 The final files keep, for each item, its latest outcome (parts are numbered in order), so a
 redriven item that succeeds leaves ``failures.parquet``.
@@ -29,6 +31,7 @@ import polars as pl
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import parts
+from . import wal as wal_files
 from .crashpoints import crashpoint
 from .errors import DamagedRun
 from .job import Answered, Failure, Item, Outcome, Success, items_in
@@ -72,6 +75,17 @@ def result_schema(job_schema: Mapping[str, Any]) -> dict[str, Any]:
     return dict(job_schema) | {k: v for k, v in ENGINE_RESULT_SCHEMA.items() if k not in job_schema}
 
 
+@dataclass(frozen=True, slots=True)
+class _Compaction:
+    """A part to write (``number``; None: nothing to write) from buffers set aside, and the
+    logs that held them."""
+
+    number: int | None
+    results: parts.Buffered | None
+    failures: parts.Buffered | None
+    logs: list[Path]
+
+
 @dataclass(slots=True)
 class Counts:
     succeeded: int = 0
@@ -95,7 +109,11 @@ class Journal:
         self.calls: dict[str, dict[str, int]] = {}
         self._results = parts.Buffered(self.schema, "completed_at")
         self._failures = parts.Buffered(FAILURE_SCHEMA, "failed_at")
-        self._next_part = 1 + max((n for _, n in self._parts()), default=0)
+        # Past every part and every log set aside (a compaction a crash cut short): a log set
+        # aside now never takes the name of one still to be replayed.
+        self._next_part = 1 + max([n for _, n in self._parts()] + [
+            wal_files.number_of(log) for log in self._logs() if log != self.wal],
+            default=0)
         self._wal_lines: list[bytes] = []
         # The job's own columns (the engine's values win over a job's of the same name).
         self._job_columns = [c for c in self._results.logged if c not in ENGINE_RESULT_SCHEMA]
@@ -117,36 +135,17 @@ class Journal:
 
     @property
     def wal(self) -> Path:
-        return Path(self.rundir.parts / "wal.jsonl")
+        return Path(self.rundir.parts / wal_files.CURRENT)
 
-    def _read_wal(self) -> list[dict[str, Any]]:
-        """The log's entries. A torn last line is a batch whose answer was never acknowledged
-        (a crash mid-write); a bad line before the last is damage."""
-        if not self.wal.is_file():
-            return []
-        lines = self.wal.read_bytes().splitlines()
-        entries = []
-        for number, line in enumerate(lines, 1):
-            try:
-                entry = orjson.loads(line)
-                entry["at"] = datetime.fromisoformat(entry["at"])
-                if not isinstance(entry["results"], list | dict) or not isinstance(
-                        entry["failures"], list | dict):
-                    raise TypeError("results and failures must be columns (or rows)")
-            except (ValueError, KeyError, TypeError) as exc:
-                if number == len(lines):
-                    continue
-                raise DamagedRun(self.wal, f"line {number} is not a journal entry "
-                                 f"({type(exc).__name__})") from exc
-            entries.append(entry)
-        return entries
+    def _logs(self) -> list[Path]:
+        return wal_files.logs(self.rundir.parts)
 
     def _replay_wal(self) -> None:
         """Put what a crashed execution logged but never compacted back in the buffers."""
-        for entry in self._read_wal():
+        for entry in wal_files.read(self.rundir.parts):
             try:
-                results = _as_columns(entry["results"], self._results.logged)
-                failures = _as_columns(entry["failures"], self._failures.logged)
+                results = wal_files.as_columns(entry["results"], self._results.logged)
+                failures = wal_files.as_columns(entry["failures"], self._failures.logged)
             except ValueError as exc:
                 raise DamagedRun(self.wal, f"an entry of batch {entry.get('batch_id')} does "
                                  f"not fit the run's columns ({exc})") from exc
@@ -169,7 +168,7 @@ class Journal:
                                  "listed in checkpoint.json but missing: its items' outcomes "
                                  "are gone (restore the file, or remove it from the list to "
                                  "call them again)")
-        self._read_wal()
+        wal_files.read(self.rundir.parts)
         for kind, number in self._parts():
             path = self.rundir.parts / f"{kind}-{number:06d}.parquet"
             try:
@@ -185,9 +184,9 @@ class Journal:
             checkpoint = self.rundir.read_json(self.rundir.checkpoint)
             self.calls = checkpoint.get("calls", {})
         self._replay_wal()
-        # Compact what the log held and empty it, always: a torn last line left in place would
-        # swallow the first line appended after it.
-        self.flush(truncate=True)
+        # Compact what the logs held and remove them, always: a torn last line left in place
+        # would swallow the first line appended after it.
+        self.flush()
         latest = self.latest()
         self.counts.succeeded = int(latest["ok"].sum())
         self.counts.failed = latest.height - self.counts.succeeded
@@ -282,25 +281,45 @@ class Journal:
     def buffered(self) -> int:
         return len(self._results) + len(self._failures)
 
-    def flush(self, calls: Mapping[str, Mapping[str, int]] | None = None, *,
-              truncate: bool = False) -> None:
+    def flush(self, calls: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        """Compact everything logged so far into a part, here and now."""
+        self._compact(self._set_aside(), calls)
+
+    def _set_aside(self) -> _Compaction:
+        """What a compaction takes: the buffers, and the logs that hold them, the current one
+        renamed so that the answers that come meanwhile go to a fresh log. (Called when every
+        recorded line is synced: the buffers are exactly what the logs hold.)"""
+        logs = self._logs()
+        if not (self.buffered or any(log.stat().st_size for log in logs)):
+            # Nothing to write; the log answers go to is not this compaction's to remove.
+            return _Compaction(None, None, None, [log for log in logs if log != self.wal])
+        number = self._next_part
+        self._next_part += 1
+        if self.wal.is_file():
+            aside = self.rundir.parts / wal_files.aside_name(number)
+            os.replace(self.wal, aside)
+            logs[-1] = aside
+        compaction = _Compaction(number, self._results, self._failures, logs)
+        self._results = parts.Buffered(self.schema, "completed_at")
+        self._failures = parts.Buffered(FAILURE_SCHEMA, "failed_at")
+        return compaction
+
+    def _compact(self, compaction: _Compaction,
+                 calls: Mapping[str, Mapping[str, int]] | None) -> None:
+        """Write a compaction's part, remove the logs it came from, rewrite the checkpoint."""
         if calls is not None:
             self.calls = {op: dict(v) for op, v in calls.items()}
-        if self.buffered or (truncate and self.wal.is_file() and self.wal.stat().st_size):
-            number = self._next_part
-            self._next_part += 1
-            for kind, buffer in (("results", self._results), ("failures", self._failures)):
-                if len(buffer):
-                    self._write_part(f"{kind}-{number:06d}.parquet", buffer.frame())
+        if compaction.number is not None:
+            for kind, buffer in (("results", compaction.results),
+                                 ("failures", compaction.failures)):
+                if buffer is not None and len(buffer):
+                    self._write_part(f"{kind}-{compaction.number:06d}.parquet", buffer.frame())
                     crashpoint("part-written")
-            self._results.clear()
-            self._failures.clear()
-            # Everything in the log is in a part now. A crash before this line leaves both;
-            # the same outcome twice is one outcome (the latest per item wins).
-            self._wal_lines = []
-            with self.wal.open("w") as handle:
-                os.fsync(handle.fileno())
-            crashpoint("wal-truncated")
+        # Everything in these logs is in a part now. A crash before this line leaves both; the
+        # same outcome twice is one outcome (the latest per item wins).
+        for log in compaction.logs:
+            log.unlink(missing_ok=True)
+        crashpoint("wal-truncated")
         write_json(self.rundir.checkpoint, {
             "parts": [f"{k}-{n:06d}.parquet" for k, n in self._parts()],
             "calls": self.calls,
@@ -317,9 +336,19 @@ class Journal:
         receive: MemoryObjectReceiveStream[Entry],
         calls: Any,
     ) -> None:
-        """The writer task: record what arrives, flush by size or age, flush at the end."""
+        """The writer task: record what arrives, compact by size or age beside it (a batch
+        waits for its log line, never for a part), compact the rest at the end."""
         last = time.monotonic()
-        async with receive:
+        compacting = False
+
+        async def compact(compaction: _Compaction, calls_now: Any) -> None:
+            nonlocal compacting
+            try:
+                await self._guarded(self._compact, compaction, calls_now)
+            finally:
+                compacting = False
+
+        async with anyio.create_task_group() as group, receive:
             while True:
                 timeout = max(0.0, self.flush_s - (time.monotonic() - last))
                 message = None
@@ -329,22 +358,30 @@ class Journal:
                     except anyio.EndOfStream:
                         break
                 if message is not None:
-                    group = [message]
-                    # Group commit: log everything that is already waiting, then one fsync.
+                    group_commit = [message]
+                    # Log everything that is already waiting, then one fsync.
                     while True:
                         try:
-                            group.append(receive.receive_nowait())
+                            group_commit.append(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     if self.broken is None:
-                        for entry in group:
+                        for entry in group_commit:
                             self.record(entry.batch_id, entry.outcomes)
                         await self._guarded(self.sync_wal)
-                    for entry in group:
+                    for entry in group_commit:
                         entry.durable.set()  # or lost, if broken: nobody waits for ever
-                if self.buffered >= self.flush_rows or time.monotonic() - last >= self.flush_s:
-                    await self._guarded(self.flush, calls())
+                due = self.buffered >= self.flush_rows or time.monotonic() - last >= self.flush_s
+                if due and not compacting and self.broken is None:
+                    try:
+                        compaction = self._set_aside()
+                    except OSError as exc:
+                        self._break(exc)
+                        continue
+                    compacting = True
+                    group.start_soon(compact, compaction, calls())
                     last = time.monotonic()
+        # The compaction in flight has ended with the group: compact the rest.
         await self._guarded(self.flush, calls())
 
     async def _guarded(self, write: Callable[..., None], *args: Any) -> None:
@@ -375,25 +412,6 @@ def _engine_columns(items: list[Item], batch_id: str) -> dict[str, list[Any]]:
             "instance_id": [i.instance_id for i in items],
             "input_row": [i.input_row for i in items],
             "batch_id": [batch_id] * len(items)}
-
-
-def _as_columns(logged: Any, names: list[str]) -> dict[str, list[Any]]:
-    """A logged entry's values as columns: the log's columns, or rows as an earlier version
-    logged them (a run killed then, resumed now). Raises ``ValueError`` when they do not fit
-    ``names``."""
-    if isinstance(logged, list):
-        if any(not isinstance(row, list) or len(row) != len(names) for row in logged):
-            raise ValueError("a row of the wrong width")
-        logged = dict(zip(names, map(list, zip(*logged, strict=True)), strict=True)) \
-            if logged else {}
-    if not logged:
-        return {}
-    if not isinstance(logged, dict) or set(logged) != set(names):
-        raise ValueError("not the run's columns")
-    lengths = {len(v) if isinstance(v, list) else -1 for v in logged.values()}
-    if len(lengths) != 1 or -1 in lengths:
-        raise ValueError("columns of different lengths")
-    return logged
 
 
 def elapsed_since(started: datetime) -> float:

@@ -239,3 +239,41 @@ def test_each_item_keeps_its_latest_outcome_across_parts(tmp_path: Path) -> None
                                                       ("k2", False)]
     assert journal.finalize()["item_key"].to_list() == ["k0"]
     assert pl.read_parquet(journal.rundir.failures)["item_key"].to_list() == ["k1", "k2"]
+
+
+def test_answers_logged_while_a_part_is_written_stay_in_the_log(tmp_path: Path) -> None:
+    """A compaction takes the log it set aside, never the one answers go on to meanwhile."""
+    journal = _journal(tmp_path)
+    pl.DataFrame({"item_key": ["k0"]}).write_parquet(journal.rundir.items)
+    first, second = (Item(f"k{i}", "i", "r", "a", i) for i in range(2))
+    journal.record("b1", [Success(first, {"flow": "f0"}, 1)])
+    journal.sync_wal()
+    compaction = journal._set_aside()  # what the writer does, then hands to a thread
+    journal.record("b2", [Success(second, {"flow": "f1"}, 1)])
+    journal.sync_wal()  # while the part is being written
+    journal._compact(compaction, {})
+    assert journal.wal.is_file() and not list(journal.rundir.parts.glob("wal-*.jsonl"))
+    again = _journal_again(journal)  # a crash here: the part holds k0, the log k1
+    assert sorted(again.load()["item_key"].to_list()) == ["k0", "k1"]
+
+
+def test_a_log_set_aside_by_a_compaction_cut_short_is_replayed(tmp_path: Path) -> None:
+    """A kill between setting the log aside and writing its part: the next execution replays
+    it and the current log, and sets its own aside under a name of its own."""
+    journal = _journal(tmp_path)
+    pl.DataFrame({"item_key": ["k0"]}).write_parquet(journal.rundir.items)
+    first, second = (Item(f"k{i}", "i", "r", "a", i) for i in range(2))
+    journal.record("b1", [Success(first, {"flow": "f0"}, 1)])
+    journal.sync_wal()
+    journal._set_aside()  # killed before the part
+    journal.record("b2", [Success(second, {"flow": "f1"}, 1)])
+    journal.sync_wal()
+    assert [log.name for log in journal._logs()] == ["wal-000001.jsonl", "wal.jsonl"]
+    again = _journal_again(journal)
+    assert sorted(again.load()["item_key"].to_list()) == ["k0", "k1"]
+    assert again._logs() == [] and [n for _, n in again._parts()] == [2]
+
+
+def _journal_again(journal: Journal) -> Journal:
+    return Journal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
+                                    "n": pl.Int64})

@@ -1,0 +1,78 @@
+"""The write-ahead log's files: the one answers are appended to (``parts/wal.jsonl``), and
+those a compaction set aside (``parts/wal-N.jsonl``, N the part it writes) until their part is
+on disk. One line a batch: ``batch_id``, ``at``, and its ``results`` and ``failures`` as
+columns of values (rows, in runs of an earlier version).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import DamagedRun
+
+CURRENT = "wal.jsonl"
+
+
+def aside_name(number: int) -> str:
+    return f"wal-{number:06d}.jsonl"
+
+
+def number_of(aside: Path) -> int:
+    return int(aside.stem.removeprefix("wal-"))
+
+
+def logs(directory: Path) -> list[Path]:
+    """The log's files, oldest first: any set aside for a compaction that did not end, then
+    the one answers are appended to."""
+    aside = sorted(directory.glob("wal-*.jsonl"))
+    current = directory / CURRENT
+    return [*aside, current] if current.is_file() else aside
+
+
+def read(directory: Path) -> list[dict[str, Any]]:
+    """Every log's entries, in order."""
+    return [entry for log in logs(directory) for entry in read_log(log)]
+
+
+def read_log(log: Path) -> list[dict[str, Any]]:
+    """A log file's entries. A torn last line is a batch whose answer was never acknowledged
+    (a crash mid-write); a bad line before the last is damage."""
+    lines = log.read_bytes().splitlines()
+    entries = []
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = orjson.loads(line)
+            entry["at"] = datetime.fromisoformat(entry["at"])
+            if not isinstance(entry["results"], list | dict) or not isinstance(
+                    entry["failures"], list | dict):
+                raise TypeError("results and failures must be columns (or rows)")
+        except (ValueError, KeyError, TypeError) as exc:
+            if number == len(lines):
+                continue
+            raise DamagedRun(log, f"line {number} is not a journal entry "
+                             f"({type(exc).__name__})") from exc
+        entries.append(entry)
+    return entries
+
+
+def as_columns(logged: Any, names: list[str]) -> dict[str, list[Any]]:
+    """A logged entry's values as columns: the log's columns, or rows as an earlier version
+    logged them (a run killed then, resumed now). Raises ``ValueError`` when they do not fit
+    ``names``."""
+    if isinstance(logged, list):
+        if any(not isinstance(row, list) or len(row) != len(names) for row in logged):
+            raise ValueError("a row of the wrong width")
+        logged = dict(zip(names, map(list, zip(*logged, strict=True)), strict=True)) \
+            if logged else {}
+    if not logged:
+        return {}
+    if not isinstance(logged, dict) or set(logged) != set(names):
+        raise ValueError("not the run's columns")
+    lengths = {len(v) if isinstance(v, list) else -1 for v in logged.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise ValueError("columns of different lengths")
+    return logged
