@@ -124,17 +124,21 @@ class FlowAssociations(Job):
         number_ids = [ids[item.item_key] for item in items]
         summaries = [by_id.get(number_id) for number_id in number_ids]
         flow_ids = [summary.get("FlowId") if summary else None for summary in summaries]
+        # E.164 numbers where the input or the instance's listing gave them (none when the
+        # input gave IDs: its numbers carry no data); a flow's name once per flow.
+        e164: list[str | None] = [
+            item.data.get("phone_number") or resolved.e164.get(number_id)
+            for item, number_id in zip(items, number_ids, strict=True)] \
+            if resolved.e164 or any(item.data for item in items) else [None] * len(items)
+        names = {flow_id: flows.name_of(flow_id) for flow_id in set(flow_ids)} if flows else {}
         columns = number_columns(
-            batch, number_ids, alias=alias,
-            e164=[item.data.get("phone_number") or resolved.e164.get(number_id)
-                  for item, number_id in zip(items, number_ids, strict=True)],
+            batch, number_ids, alias=alias, e164=e164,
             arns=[summary["ResourceId"] if summary else prefix + number_id
                   for summary, number_id in zip(summaries, number_ids, strict=True)])
         columns |= {
             "resource_type": [self.resource_type] * len(items),
             "flow_id": flow_ids,
-            "flow_name": [flows.name_of(flow_id) for flow_id in flow_ids] if flows
-            else [None] * len(items),
+            "flow_name": [names.get(flow_id) for flow_id in flow_ids],
             "associated": [summary is not None for summary in summaries],
         }
         outcomes.append(Answered(items, columns, answer.attempts))

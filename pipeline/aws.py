@@ -92,7 +92,9 @@ class Caller:
         self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
         self._limiters: dict[tuple[str, str, str], AdaptiveRate] = {}
         self._learned = LearnedRates(settings.state_dir, settings.endpoint_url)
-        self._slots = anyio.CapacityLimiter(settings.concurrency)
+        # fast_acquire: a free slot is taken without a trip through the event loop (the
+        # stop is looked at right after, in ``_wait_turn``).
+        self._slots = anyio.Semaphore(settings.concurrency, fast_acquire=True)
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._sessions: dict[str, Any] = {}
         self._accounts: dict[str, str] = {}

@@ -110,7 +110,7 @@ class Engine:
         # batches than calls in flight; a mutating job never does: every batch it holds may
         # change something.
         in_flight = concurrency if job.changes_state else (job.max_in_flight or concurrency)
-        self._batch_slots = anyio.Semaphore(in_flight)
+        self._batch_slots = anyio.Semaphore(in_flight, fast_acquire=True)
         self._on_progress = on_progress or (lambda _n: None)
         self._armed = False
 
