@@ -95,15 +95,16 @@ def number_schema(**columns: Any) -> dict[str, Any]:
 
 def number_row(batch: Batch, number_id: str, *, alias: str | None, e164: str | None,
                arn: str | None = None) -> dict[str, Any]:
-    """The number's own columns of a result row (``number_schema``)."""
-    return {"instance_id": batch.instance_id, "instance_alias": alias,
-            "phone_number_id": number_id, "phone_number_arn": arn or number_arn(batch, number_id),
-            "phone_number": e164, "region": batch.region, "account_id": batch.account_id}
+    """The number's own columns of a result row (``number_schema``): ``number_columns``'s,
+    for one number."""
+    columns = number_columns(batch, [number_id], alias=alias, e164=[e164],
+                             arns=[arn or number_arn(batch, number_id)])
+    return {name: values[0] for name, values in columns.items()}
 
 
 def number_columns(batch: Batch, number_ids: list[str], *, alias: str | None,
                    e164: list[str | None], arns: list[str]) -> dict[str, list[Any]]:
-    """The number's own columns of many result rows at once (``number_row``'s)."""
+    """The number's own columns of many result rows at once."""
     def each(value: Any) -> list[Any]:
         return [value] * len(number_ids)
 

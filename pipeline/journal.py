@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import orjson
@@ -34,7 +34,7 @@ from . import parts
 from . import wal as wal_files
 from .crashpoints import crashpoint
 from .errors import DamagedRun
-from .job import Answered, Failure, Item, Outcome, Success, items_in
+from .job import Answered, Failure, Outcome, Success, items_in
 from .parts import TIMESTAMP
 from .rundir import RunDir, atomic_write, utc_now, write_json
 
@@ -84,6 +84,13 @@ class _Compaction:
     results: parts.Buffered | None
     failures: parts.Buffered | None
     logs: list[Path]
+
+
+class _Found(NamedTuple):
+    """What ``check`` read: the checkpoint's call counters, the logs' entries."""
+
+    calls: dict[str, dict[str, int]]
+    entries: list[dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -140,9 +147,9 @@ class Journal:
     def _logs(self) -> list[Path]:
         return wal_files.logs(self.rundir.parts)
 
-    def _replay_wal(self) -> None:
+    def _replay_wal(self, entries: list[dict[str, Any]]) -> None:
         """Put what a crashed execution logged but never compacted back in the buffers."""
-        for entry in wal_files.read(self.rundir.parts):
+        for entry in entries:
             try:
                 results = wal_files.as_columns(entry["results"], self._results.logged)
                 failures = wal_files.as_columns(entry["failures"], self._failures.logged)
@@ -151,24 +158,25 @@ class Journal:
                                  f"not fit the run's columns ({exc})") from exc
             self._buffer(results, failures, entry["at"])
 
-    def check(self) -> None:
+    def check(self) -> _Found:
         """Raise ``DamagedRun`` for a file that cannot be trusted: the planned items, the
-        checkpoint, a part it lists that is gone or unreadable."""
+        checkpoint, a part it lists that is gone or unreadable, a log. Returns what it read
+        (for ``load``, which reads nothing twice)."""
         if not self.rundir.items.is_file():
             raise DamagedRun(self.rundir.items, "missing (the run's planned items)")
-        listed: list[str] = []
+        checkpoint: dict[str, Any] = {}
         if self.rundir.checkpoint.is_file():
             checkpoint = self.rundir.read_json(self.rundir.checkpoint)
-            listed = list(checkpoint.get("parts", []))
             if not isinstance(checkpoint.get("calls", {}), dict):
                 raise DamagedRun(self.rundir.checkpoint, "its calls are not an object")
+        listed = list(checkpoint.get("parts", []))
         for name in listed:
             if not (self.rundir.parts / str(name)).is_file():
                 raise DamagedRun(self.rundir.parts / str(name),
                                  "listed in checkpoint.json but missing: its items' outcomes "
                                  "are gone (restore the file, or remove it from the list to "
                                  "call them again)")
-        wal_files.read(self.rundir.parts)
+        entries = wal_files.read(self.rundir.parts)
         for kind, number in self._parts():
             path = self.rundir.parts / f"{kind}-{number:06d}.parquet"
             try:
@@ -176,14 +184,13 @@ class Journal:
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise DamagedRun(path, f"not a readable Parquet part ({str(exc)[:120]})") \
                     from exc
+        return _Found(checkpoint.get("calls", {}), entries)
 
     def load(self) -> pl.DataFrame:
         """Read the state left by earlier executions; returns ``latest()``."""
-        self.check()
-        if self.rundir.checkpoint.is_file():
-            checkpoint = self.rundir.read_json(self.rundir.checkpoint)
-            self.calls = checkpoint.get("calls", {})
-        self._replay_wal()
+        found = self.check()
+        self.calls = found.calls
+        self._replay_wal(found.entries)
         # Compact what the logs held and remove them, always: a torn last line left in place
         # would swallow the first line appended after it.
         self.flush()
@@ -211,7 +218,7 @@ class Journal:
             if succeeded or answered else {}
         failures: dict[str, list[Any]] = {}
         if failed:
-            failures = _engine_columns([o.item for o in failed], batch_id)
+            failures = wal_files.engine_columns([o.item for o in failed], batch_id)
             errors = [o.error for o in failed]
             failures |= {
                 "error_code": [e.code for e in errors],
@@ -243,7 +250,7 @@ class Journal:
             for outcome in answered:
                 values += outcome.columns.get(column) or [None] * len(outcome.items)
             results[column] = values
-        return results | _engine_columns(items, batch_id) | {"attempts": attempts}
+        return results | wal_files.engine_columns(items, batch_id) | {"attempts": attempts}
 
     def _buffer(self, results: Mapping[str, list[Any]], failures: Mapping[str, list[Any]],
                 at: datetime) -> None:
@@ -405,13 +412,6 @@ class Journal:
             failures.write_parquet(tmp, **parts.PARQUET)
         crashpoint("finalized")
         return results
-
-
-def _engine_columns(items: list[Item], batch_id: str) -> dict[str, list[Any]]:
-    return {"item_key": [i.item_key for i in items],
-            "instance_id": [i.instance_id for i in items],
-            "input_row": [i.input_row for i in items],
-            "batch_id": [batch_id] * len(items)}
 
 
 def elapsed_since(started: datetime) -> float:

@@ -43,8 +43,12 @@ class Notes:
             return
         lines = [json.dumps({"kind": kind, "key": key, "value": value}) + "\n"
                  for key, value in values.items()]
-        async with self._writing:  # one writer at a time: lines never interleave
-            await anyio.to_thread.run_sync(self._append, lines)
+        # Shielded: a note is what keeps a resumed run from doing again what this one did
+        # (an onboarding it started); a stop that cancels the calls in flight must not leave
+        # it unwritten.
+        with anyio.CancelScope(shield=True):
+            async with self._writing:  # one writer at a time: lines never interleave
+                await anyio.to_thread.run_sync(self._append, lines)
 
     def _append(self, lines: list[str]) -> None:
         assert self.path is not None

@@ -6,6 +6,7 @@ columns of values (rows, in runs of an earlier version).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 
 from .errors import DamagedRun
+from .job import Item
 
 CURRENT = "wal.jsonl"
 
@@ -57,6 +59,14 @@ def read_log(log: Path) -> list[dict[str, Any]]:
                              f"({type(exc).__name__})") from exc
         entries.append(entry)
     return entries
+
+
+def engine_columns(items: Sequence[Item], batch_id: str) -> dict[str, list[Any]]:
+    """The engine's own columns of a batch's logged outcomes."""
+    return {"item_key": [i.item_key for i in items],
+            "instance_id": [i.instance_id for i in items],
+            "input_row": [i.input_row for i in items],
+            "batch_id": [batch_id] * len(items)}
 
 
 def as_columns(logged: Any, names: list[str]) -> dict[str, list[Any]]:
