@@ -5,11 +5,12 @@ again (``noted_listing``)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
-from connect_bulk.pipeline.errors import ClientFault
+from connect_bulk.pipeline.errors import Abandoned, CallError, ClientFault
 from connect_bulk.pipeline.job import Batch, Context
 
 T = TypeVar("T")
@@ -43,9 +44,23 @@ class PerInstance(Generic[T]):
             raise refused
         return value  # type: ignore[return-value]
 
+    async def ahead(self, ctx: Context, batch: Batch) -> None:
+        """``of``, made ahead of the batches that need it (``Job.look_ahead``): an error is not
+        raised here but met again by the batch that asks."""
+        with contextlib.suppress(CallError, Abandoned):
+            await self.of(ctx, batch)
+
     def known(self, batch: Batch) -> T | None:
         """What ``of`` found for the batch's instance, if it has looked."""
         return self._done.get(instance_key(batch), (None, None))[0]
+
+
+async def ahead(ctx: Context, batch: Batch, *look_ups: PerInstance[Any]) -> None:
+    """The batch's instance's ``look_ups``, made at once and together, ahead of the batches
+    that need them (``Job.look_ahead``)."""
+    async with anyio.create_task_group() as group:
+        for look_up in look_ups:
+            group.start_soon(look_up.ahead, ctx, batch)
 
 
 async def noted_listing(ctx: Context, batch: Batch, operation: str,

@@ -51,7 +51,7 @@ from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
 from ._flows import Flow, Flows, list_flows
 from ._instances import INSTANCE_COLUMN, PARTITION, UUID, describe_alias, first_reason
-from ._listing import PerInstance
+from ._listing import PerInstance, ahead
 from ._numbers import (
     NUMBER_COLUMN,
     NumberDirectory,
@@ -122,6 +122,9 @@ class AssociateFlows(Job):
     @property
     def changes_state(self) -> bool:
         return not self.dry_run
+
+    async def look_ahead(self, batch: Batch, ctx: Context) -> None:
+        await ahead(ctx, batch, self._flows, self._aliases)
 
     def calls_per_batch(self) -> dict[str, float]:
         return {SNAPSHOT: 1.0 if self.dry_run else 2.0}

@@ -25,7 +25,7 @@ from connect_bulk.pipeline.rundir import RunDir, atomic_write
 
 from ._flows import Flows, list_flows
 from ._instances import INSTANCE_COLUMN, describe_alias, first_reason
-from ._listing import PerInstance
+from ._listing import PerInstance, ahead
 from ._numbers import (
     NUMBER_COLUMN,
     NumberDirectory,
@@ -85,6 +85,9 @@ class FlowAssociations(Job):
             return await self._flows.of(ctx, batch)
         except ClientFault:
             return None
+
+    async def look_ahead(self, batch: Batch, ctx: Context) -> None:
+        await ahead(ctx, batch, self._aliases, *([self._flows] if self.flow_names else []))
 
     def calls_per_instance(self) -> dict[str, float]:
         return {"DescribeInstance": 1.0} | ({"ListContactFlows": 1.0} if self.flow_names else {})

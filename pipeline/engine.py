@@ -123,9 +123,14 @@ class Engine:
             async with send, anyio.create_task_group() as timers:
                 async with anyio.create_task_group() as work:
                     self._arm(timers, work.cancel_scope)
+                    instance: tuple[str, str, str] | None = None
                     for batch in batches:
                         if self._should_stop():
                             break
+                        if (batch.account_id, batch.region, batch.instance_id) != instance:
+                            # Its look-ups start now, while the slots are still taken.
+                            instance = (batch.account_id, batch.region, batch.instance_id)
+                            work.start_soon(self.job.look_ahead, batch, self.context)
                         await self._batch_slots.acquire()
                         if self._should_stop():
                             self._batch_slots.release()

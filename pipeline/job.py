@@ -271,6 +271,13 @@ class Job(ABC):
         """Calls of each operation per instance (a listing), for ``plan``."""
         return {}
 
+    async def look_ahead(self, batch: Batch, ctx: Context) -> None:
+        """The per-instance look-ups ``process`` will need for ``batch``, made while the batches
+        before it are in flight: the engine calls it for the first batch of each instance
+        before that batch waits for a slot, so that the instance's batches do not all wait for
+        them. What goes wrong here is met again, and dealt with, in ``process``."""
+        return  # most jobs have none
+
     def finish(self, run_dir: Path, results: pl.DataFrame) -> None:
         """At the end of every execution, after the final files: a job's own files."""
         return  # most jobs have none

@@ -33,6 +33,8 @@ from typing import Any
 from connect_bulk.pipeline.limits import AdaptiveRate
 
 OP = "BatchGetFlowAssociation"
+#: what flow-associations asks once per instance (its alias, its flows' names)
+LOOK_UPS = ("DescribeInstance", "ListContactFlows")
 CREDS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 ENV = {k: v for k, v in os.environ.items()
        if not k.startswith(("AWS_", "CONNECT_BULK_")) and k != "JOB_COMPLETION_INDEX"} | {
@@ -92,23 +94,25 @@ class Window:
     """Samples the sandbox's counters while some work runs; the rate is successful calls over
     the time from the first call seen to the last."""
 
-    def __init__(self, sandbox: Sandbox, target: int) -> None:
-        self.sandbox, self.target = sandbox, target
+    def __init__(self, sandbox: Sandbox, target: int, ops: tuple[str, ...] = (OP,)) -> None:
+        self.sandbox, self.target, self.ops = sandbox, target, ops
         #: the process making the calls, once started (``watch``): its CPU while calling
         self.pid: int | None = None
         self.cpu: list[float] = []
         base = sandbox.control("stats")
-        self.base = self._ok(base), base["calls"].get(OP, 0), base["throttled"].get(OP, 0)
+        self.base = (self._ok(base), self._sum(base, "calls"), self._sum(base, "throttled"))
         self.first: float | None = None
         self.last: float | None = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def _ok(stats: dict[str, dict[str, int]]) -> int:
-        return stats["calls"].get(OP, 0) - sum(stats[k].get(OP, 0)
-                                               for k in ("throttled", "errors", "dropped"))
+    def _sum(self, stats: dict[str, dict[str, int]], kind: str) -> int:
+        return sum(stats[kind].get(op, 0) for op in self.ops)
+
+    def _ok(self, stats: dict[str, dict[str, int]]) -> int:
+        return self._sum(stats, "calls") - sum(self._sum(stats, kind)
+                                               for kind in ("throttled", "errors", "dropped"))
 
     def _poll(self) -> None:
         while not self.done.is_set():
@@ -132,8 +136,8 @@ class Window:
         self.thread.join(timeout=600)
         self.done.set()
         stats = self.sandbox.control("stats")
-        made = stats["calls"].get(OP, 0) - self.base[1]
-        throttled = stats["throttled"].get(OP, 0) - self.base[2]
+        made = self._sum(stats, "calls") - self.base[1]
+        throttled = self._sum(stats, "throttled") - self.base[2]
         assert self.first is not None and self.last is not None, "the work did not finish"
         return {"rate": self.target / max(self.last - self.first, 1e-9),
                 "throttled": throttled / max(made, 1), "made": made,
@@ -252,7 +256,16 @@ def bare_child(url: str, concurrency: int, listed: Path) -> None:
         async with session.create_client("connect", endpoint_url=url,
                                          region_name="us-east-1", config=config,
                                          **CREDS) as client:
+            # The calls flow-associations makes: an instance's alias and flows (for the
+            # names), then its numbers' flows; all the look-ups first, as a script would.
+            instances = list(dict.fromkeys(instance for instance, _ in work))
             queue = list(work)
+
+            async def look_up() -> None:
+                while instances:
+                    instance = instances.pop()
+                    await client.describe_instance(InstanceId=instance)
+                    await client.list_contact_flows(InstanceId=instance, MaxResults=1000)
 
             async def worker() -> None:
                 while queue:
@@ -260,6 +273,7 @@ def bare_child(url: str, concurrency: int, listed: Path) -> None:
                     await client.batch_get_flow_association(InstanceId=instance,
                                                             ResourceIds=ids)
 
+            await asyncio.gather(*(look_up() for _ in range(concurrency)))
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
     asyncio.run(main())
@@ -273,9 +287,10 @@ def measure(sandbox: Sandbox, target: int, run: Callable[[], Any]) -> dict[str, 
 
 
 def measure_watched(sandbox: Sandbox, target: int,
-                    run: Callable[[Callable[[int], None]], Any]) -> dict[str, Any]:
+                    run: Callable[[Callable[[int], None]], Any],
+                    ops: tuple[str, ...] = (OP,)) -> dict[str, Any]:
     """As ``measure``, for a run in a process of its own that it tells the window of."""
-    window = Window(sandbox, target)
+    window = Window(sandbox, target, ops)
     result = run(window.watch)
     return window.finish() | {"result": result}
 
@@ -364,8 +379,9 @@ def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]],
 
 
 def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, float]:
-    """No quota, no latency: the engine against a bare aiobotocore loop at the same
-    concurrency (medians of 3, alternated), each in a process of its own. CPU a call is
+    """No quota, no latency: the engine against a bare aiobotocore loop making the same calls
+    (the instances' look-ups, then the numbers') at the same concurrency (medians of 3,
+    alternated), each in a process of its own; a call is any of them. CPU a call is
     measured twice: while calling (the process's CPU from its first call to its last, over the
     calls: the per-call path, start-up and the final files left out, as the bare loop's are),
     and over the whole run (the CPU of a run of 4x the calls less that of the run, over the
@@ -374,7 +390,9 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
     sandbox = Sandbox()
     try:
         world = sandbox.world(instances=4 * calls // 20, per_instance=2000)
-        small, n = world[: len(world) // 4], len(batches(world[: len(world) // 4]))
+        small = world[: len(world) // 4]
+        # Every call counts, on both sides: the numbers' and the instances' look-ups.
+        n = len(batches(small)) + len(LOOK_UPS) * len(small)
         paths = {size: write_input(Path(tempfile.mkdtemp()) / "in.csv", part)
                  for size, part in (("small", small), ("large", world))}
         fast = ["--rate", "100000", "--burst", "1000", "--concurrency", str(concurrency)]
@@ -401,7 +419,7 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
             for size in ("small", "large"):
                 target = n if size == "small" else 4 * n
                 for name, run in runs(size).items():
-                    figures = measure_watched(sandbox, target, run)
+                    figures = measure_watched(sandbox, target, run, (OP, *LOOK_UPS))
                     if size == "small":
                         rates.setdefault(name, []).append(figures["rate"])
                     calling.setdefault(name, []).append(figures["cpu_calling_s"] / target)

@@ -24,7 +24,7 @@ from connect_bulk.pipeline.job import (
     Outcome,
     Success,
 )
-from connect_bulk.pipeline.journal import Journal
+from connect_bulk.pipeline.journal import Entry, Journal
 from connect_bulk.pipeline.notes import Notes
 from connect_bulk.pipeline.rundir import RunDir
 
@@ -277,3 +277,83 @@ def test_a_log_set_aside_by_a_compaction_cut_short_is_replayed(tmp_path: Path) -
 def _journal_again(journal: Journal) -> Journal:
     return Journal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
                                     "n": pl.Int64})
+
+
+class LookAheadJob(SpyJob):
+    """Notes when each instance's look-ups start, and how many batches are in flight then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str, int]] = []
+
+    async def look_ahead(self, batch: Batch, ctx: Any) -> None:
+        self.seen.append(("look-ahead", batch.instance_id, self.running))
+
+    async def process(self, batch: Batch, ctx: Any) -> list[Outcome]:
+        self.seen.append(("process", batch.instance_id, self.running))
+        return await super().process(batch, ctx)
+
+
+def test_an_instances_look_ups_start_while_the_batches_before_it_are_in_flight(
+        tmp_path: Path) -> None:
+    batches = [Batch(f"{instance}#{b}", instance, "us-east-1", "1",
+                     (Item(f"{instance}-{b}", instance, "us-east-1", "1", b),))
+               for instance in ("a", "b", "c") for b in range(4)]
+    job = LookAheadJob()
+    _run(tmp_path, job, batches, concurrency=2)
+    ahead = [(instance, running) for what, instance, running in job.seen
+             if what == "look-ahead"]
+    assert [instance for instance, _ in ahead] == ["a", "b", "c"]  # once per instance
+    assert all(running > 0 for _, running in ahead[1:])  # earlier batches in flight
+    for instance in "abc":  # before the instance's first batch
+        order = [(what, i) for what, i, _ in job.seen if i == instance]
+        assert order[0] == ("look-ahead", instance) and len(order) == 5
+
+
+class CountingJournal(Journal):
+    syncs = 0
+
+    def sync_wal(self) -> None:
+        if self._wal_lines:
+            self.syncs += 1
+        super().sync_wal()
+
+
+def _commit(journal: Journal, batches: int) -> float:
+    """Batches that end together, through the writer task; the seconds until all are
+    durable."""
+    items = [Item(f"k{i}", "i", "r", "a", i) for i in range(batches)]
+
+    async def main() -> float:
+        send, receive = anyio.create_memory_object_stream[Entry](max_buffer_size=64)
+        started = anyio.current_time()
+        async with anyio.create_task_group() as group:
+            group.start_soon(journal.run, receive, dict)
+            async with send:
+                entries = [Entry(f"b{i}", [Success(item, {"flow": "f"}, 1)])
+                           for i, item in enumerate(items)]
+                for entry in entries:
+                    await send.send(entry)
+                with anyio.fail_after(20):
+                    for entry in entries:
+                        await entry.durable.wait()
+                took = anyio.current_time() - started
+        return took
+
+    return anyio.run(main)
+
+
+def test_batches_that_end_together_share_one_fsync(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    counting = CountingJournal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
+                                                "n": pl.Int64}, commit_interval_s=0.2)
+    _commit(counting, 40)
+    assert 1 <= counting.syncs <= 3  # the first at once, the rest together
+    assert counting.counts.succeeded == 40
+
+
+def test_a_lone_batch_does_not_wait_for_the_commit_interval(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    patient = Journal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
+                                       "n": pl.Int64}, commit_interval_s=60)
+    assert _commit(patient, 1) < 20
