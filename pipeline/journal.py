@@ -17,7 +17,6 @@ redriven item that succeeds leaves ``failures.parquet``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -115,8 +114,7 @@ class Journal:
         self.schema = result_schema(job_schema)
         self.flush_rows = flush_rows
         self.flush_s = flush_s
-        self.commit_interval_s = commit_interval_s
-        self._synced_at = -math.inf
+        self._commits = wal_files.GroupCommit(commit_interval_s)
         self.counts = Counts()
         self.calls: dict[str, dict[str, int]] = {}
         self._results = parts.Buffered(self.schema, "completed_at")
@@ -370,7 +368,7 @@ class Journal:
                     except anyio.EndOfStream:
                         break
                 if message is not None:
-                    group_commit = await self._gather(receive, message)
+                    group_commit = await self._commits.gather(receive, message)
                     if self.broken is None:
                         for entry in group_commit:
                             self.record(entry.batch_id, entry.outcomes)
@@ -389,25 +387,6 @@ class Journal:
                     last = time.monotonic()
         # The compaction in flight has ended with the group: compact the rest.
         await self._guarded(self.flush, calls())
-
-    async def _gather(self, receive: MemoryObjectReceiveStream[Entry],
-                      first: Entry) -> list[Entry]:
-        """A group commit: what has arrived, and, when the last fsync was less than
-        ``commit_interval_s`` ago, what arrives until then. So there is at most one fsync an
-        interval (each costs 0.1-0.3 ms of CPU), and a batch waits for one only while batches
-        end more often than that; a lone batch is synced at once."""
-        group = [first]
-        wait = self._synced_at + self.commit_interval_s - time.monotonic()
-        with contextlib.suppress(anyio.EndOfStream):
-            if wait > 0:
-                with anyio.move_on_after(wait):
-                    while True:
-                        group.append(await receive.receive())
-            with contextlib.suppress(anyio.WouldBlock):
-                while True:
-                    group.append(receive.receive_nowait())
-        self._synced_at = time.monotonic()
-        return group
 
     async def _guarded(self, write: Callable[..., None], *args: Any) -> None:
         if self.broken is not None:

@@ -6,17 +6,23 @@ columns of values (rows, in runs of an earlier version).
 
 from __future__ import annotations
 
+import contextlib
+import math
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .errors import DamagedRun
 from .job import Item
 
 CURRENT = "wal.jsonl"
+T = TypeVar("T")
 
 
 def aside_name(number: int) -> str:
@@ -86,3 +92,28 @@ def as_columns(logged: Any, names: list[str]) -> dict[str, list[Any]]:
     if len(lengths) != 1 or -1 in lengths:
         raise ValueError("columns of different lengths")
     return logged
+
+
+class GroupCommit:
+    """What one fsync of the log covers: what has arrived, and, when the last fsync was less
+    than ``interval_s`` ago, what arrives until then. So there is at most one fsync an interval
+    (each costs 0.1-0.3 ms of CPU), and a batch waits for one only while batches end more
+    often than that; a lone batch is synced at once."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._synced_at = -math.inf
+
+    async def gather(self, receive: MemoryObjectReceiveStream[T], first: T) -> list[T]:
+        group = [first]
+        wait = self._synced_at + self.interval_s - time.monotonic()
+        with contextlib.suppress(anyio.EndOfStream):
+            if wait > 0:
+                with anyio.move_on_after(wait):
+                    while True:
+                        group.append(await receive.receive())
+            with contextlib.suppress(anyio.WouldBlock):
+                while True:
+                    group.append(receive.receive_nowait())
+        self._synced_at = time.monotonic()
+        return group
