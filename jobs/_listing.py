@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 from connect_bulk.pipeline.errors import Abandoned, CallError, ClientFault
@@ -55,7 +55,11 @@ class PerInstance(Generic[T]):
         return self._done.get(instance_key(batch), (None, None))[0]
 
 
-async def ahead(ctx: Context, batch: Batch, *look_ups: PerInstance[Any]) -> None:
+class LookUp(Protocol):
+    async def ahead(self, ctx: Context, batch: Batch) -> None: ...
+
+
+async def ahead(ctx: Context, batch: Batch, *look_ups: LookUp) -> None:
     """The batch's instance's ``look_ups``, made at once and together, ahead of the batches
     that need them (``Job.look_ahead``)."""
     async with anyio.create_task_group() as group:

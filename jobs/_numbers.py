@@ -143,6 +143,12 @@ class NumberDirectory:
     def __init__(self) -> None:
         self._directories = PerInstance(self._list)
 
+    async def ahead(self, ctx: Context, batch: Batch) -> None:
+        """The instance's listing, ahead (``Job.look_ahead``), when the batch names numbers by
+        E.164."""
+        if any(item.item_key.startswith("+") for item in batch.items):
+            await self._directories.ahead(ctx, batch)
+
     async def resolve(self, ctx: Context, batch: Batch) -> Resolved:
         if not any(item.item_key.startswith("+") for item in batch.items):
             return Resolved({item.item_key: item.item_key for item in batch.items}, {}, [])

@@ -124,7 +124,7 @@ class AssociateFlows(Job):
         return not self.dry_run
 
     async def look_ahead(self, batch: Batch, ctx: Context) -> None:
-        await ahead(ctx, batch, self._flows, self._aliases)
+        await ahead(ctx, batch, self._numbers, self._flows, self._aliases)
 
     def calls_per_batch(self) -> dict[str, float]:
         return {SNAPSHOT: 1.0 if self.dry_run else 2.0}

@@ -87,7 +87,8 @@ class FlowAssociations(Job):
             return None
 
     async def look_ahead(self, batch: Batch, ctx: Context) -> None:
-        await ahead(ctx, batch, self._aliases, *([self._flows] if self.flow_names else []))
+        await ahead(ctx, batch, self._numbers, self._aliases,
+                    *([self._flows] if self.flow_names else []))
 
     def calls_per_instance(self) -> dict[str, float]:
         return {"DescribeInstance": 1.0} | ({"ListContactFlows": 1.0} if self.flow_names else {})

@@ -128,9 +128,14 @@ class Engine:
                         if self._should_stop():
                             break
                         if (batch.account_id, batch.region, batch.instance_id) != instance:
-                            # Its look-ups start now, while the slots are still taken.
                             instance = (batch.account_id, batch.region, batch.instance_id)
-                            work.start_soon(self.job.look_ahead, batch, self.context)
+                            if not self._batch_slots.value:
+                                # The instance's first batch waits for a slot: its look-ups
+                                # need not. They queue behind those of the batches in flight
+                                # (a checkpoint lets those ask first), and one instance ahead
+                                # at most, so they never delay a batch that could call.
+                                await anyio.lowlevel.checkpoint()
+                                work.start_soon(self.job.look_ahead, batch, self.context)
                         await self._batch_slots.acquire()
                         if self._should_stop():
                             self._batch_slots.release()

@@ -70,6 +70,50 @@ def test_flow_associations_answers_ids_and_e164_and_fails_what_is_not_claimed(
     assert (calls["ListPhoneNumbersV2"], calls["BatchGetFlowAssociation"]) == (1, 1)
 
 
+@pytest.mark.parametrize("job", [FlowAssociations(), AssociateFlows(dry_run=True)],
+                         ids=["flow-associations", "associate-flows"])
+def test_an_instances_look_ups_made_ahead_are_not_made_again_by_its_batch(
+    sandbox: Sandbox, job: Any,
+) -> None:
+    world = build_world(sandbox, instances=1, numbers_per_instance=2, associate_every=2)
+    instance = world.instances[0]["Id"]
+    by_id, by_e164 = world.numbers
+    flow = {"flow": "name:Flow 0"} if isinstance(job, AssociateFlows) else {}
+    batch = _batch(instance, (by_id.id, flow), (by_e164.e164, {"phone_number": by_e164.e164,
+                                                               **flow}))
+    look_ups = ("DescribeInstance", "ListContactFlows", "ListPhoneNumbersV2")
+
+    async def ahead_then_process(ctx: Context) -> list[Outcome]:
+        await job.look_ahead(batch, ctx)
+        made = sandbox.stats()["calls"]
+        assert {op: made.get(op) for op in look_ups} == dict.fromkeys(look_ups, 1)
+        assert "BatchGetFlowAssociation" not in made
+        return list(await job.process(batch, ctx))
+
+    outcomes = _in_process(sandbox, ahead_then_process)
+    assert all(isinstance(o, Success) for o in one_by_one(outcomes)), outcomes
+    calls = sandbox.stats()["calls"]
+    assert {op: calls.get(op) for op in look_ups} == dict.fromkeys(look_ups, 1)
+    assert calls["BatchGetFlowAssociation"] >= 1
+
+
+def test_an_instance_that_cannot_be_looked_up_ahead_fails_in_its_batch_as_before(
+    sandbox: Sandbox,
+) -> None:
+    batch = _batch("00000000-0000-4000-8000-000000000000",
+                   ("00000000-0000-4000-8000-000000000001", {"flow": "Main menu"}))
+    job = AssociateFlows(dry_run=True)
+
+    async def ahead_then_process(ctx: Context) -> list[Outcome]:
+        await job.look_ahead(batch, ctx)  # refused: kept, not raised
+        return list(await job.process(batch, ctx))
+
+    with pytest.raises(ClientFault) as refused:
+        _in_process(sandbox, ahead_then_process)
+    assert refused.value.code == "ResourceNotFoundException"
+    assert sandbox.stats()["calls"]["ListContactFlows"] == 1  # asked once, not again
+
+
 def test_flow_associations_lets_a_refused_batch_be_split_by_the_engine(
     sandbox: Sandbox,
 ) -> None:
