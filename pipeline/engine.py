@@ -112,6 +112,7 @@ class Engine:
         in_flight = concurrency if job.changes_state else (job.max_in_flight or concurrency)
         self._batch_slots = anyio.Semaphore(in_flight, fast_acquire=True)
         self._on_progress = on_progress or (lambda _n: None)
+        self._answered = False  # a batch of this execution has come back
         self._armed = False
 
     async def run(self, batches: Iterable[Batch]) -> Stop:
@@ -129,11 +130,13 @@ class Engine:
                             break
                         if (batch.account_id, batch.region, batch.instance_id) != instance:
                             instance = (batch.account_id, batch.region, batch.instance_id)
-                            if not self._batch_slots.value:
+                            if not self._batch_slots.value and self._answered:
                                 # The instance's first batch waits for a slot: its look-ups
-                                # need not. They queue behind those of the batches in flight
-                                # (a checkpoint lets those ask first), and one instance ahead
-                                # at most, so they never delay a batch that could call.
+                                # need not. Only once a batch has come back (the first
+                                # batches' own look-ups are done), behind those of the batches
+                                # in flight (a checkpoint lets those ask first), and one
+                                # instance ahead at most: they never delay a batch that could
+                                # call.
                                 await anyio.lowlevel.checkpoint()
                                 work.start_soon(self.job.look_ahead, batch, self.context)
                         await self._batch_slots.acquire()
@@ -219,6 +222,7 @@ class Engine:
                 return
             outcomes = [Failure(item, error) for item in batch.items]
         finished, failed = items_in(outcomes)
+        self._answered = True
         if not self._succeeded_once and finished > failed:
             self._succeeded_once = True
             await self._release_denied(send)

@@ -359,3 +359,15 @@ def test_a_lone_batch_does_not_wait_for_the_commit_interval(tmp_path: Path) -> N
     patient = Journal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
                                        "n": pl.Int64}, commit_interval_s=60)
     assert _commit(patient, 1) < 20
+
+
+def test_no_look_ahead_before_a_batch_has_come_back(tmp_path: Path) -> None:
+    """The first batches make their own look-ups: one made ahead then would only take their
+    rate (a resumed run's first call would wait for it)."""
+    batches = [Batch(f"{instance}#0", instance, "us-east-1", "1",
+                     (Item(instance, instance, "us-east-1", "1", n),))
+               for n, instance in enumerate("abcd")]
+    job = LookAheadJob()
+    _run(tmp_path, job, batches, concurrency=2)
+    # "c" waits for a slot before any batch has come back; "d" waits after "a" came back.
+    assert [i for what, i, _ in job.seen if what == "look-ahead"] == ["d"]
