@@ -143,14 +143,18 @@ class NumberDirectory:
     def __init__(self) -> None:
         self._directories = PerInstance(self._list)
 
+    @staticmethod
+    def _names_e164(batch: Batch) -> bool:
+        return any(item.item_key.startswith("+") for item in batch.items)
+
     async def ahead(self, ctx: Context, batch: Batch) -> None:
         """The instance's listing, ahead (``Job.look_ahead``), when the batch names numbers by
         E.164."""
-        if any(item.item_key.startswith("+") for item in batch.items):
+        if self._names_e164(batch):
             await self._directories.ahead(ctx, batch)
 
     async def resolve(self, ctx: Context, batch: Batch) -> Resolved:
-        if not any(item.item_key.startswith("+") for item in batch.items):
+        if not self._names_e164(batch):
             return Resolved({item.item_key: item.item_key for item in batch.items}, {}, [])
         directory = await self._directories.of(ctx, batch)
         ids: dict[str, str] = {}

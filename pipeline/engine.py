@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from .errors import Abandoned, AccessDenied, CallError, FatalError
 from .events import EventLog
@@ -137,7 +138,9 @@ class Engine:
                                 # in flight (a checkpoint lets those ask first), and one
                                 # instance ahead at most: they never delay a batch that could
                                 # call.
-                                await anyio.lowlevel.checkpoint()
+                                await checkpoint()
+                                if self._should_stop():
+                                    break
                                 work.start_soon(self.job.look_ahead, batch, self.context)
                         await self._batch_slots.acquire()
                         if self._should_stop():

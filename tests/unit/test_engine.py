@@ -321,9 +321,9 @@ class CountingJournal(Journal):
         super().sync_wal()
 
 
-def _commit(journal: Journal, batches: int) -> float:
-    """Batches that end together, through the writer task; the seconds until all are
-    durable."""
+def _commit(journal: Journal, batches: int, apart_s: float = 0.0) -> float:
+    """Batches that end ``apart_s`` after one another, through the writer task; the seconds
+    until all are durable."""
     items = [Item(f"k{i}", "i", "r", "a", i) for i in range(batches)]
 
     async def main() -> float:
@@ -336,6 +336,7 @@ def _commit(journal: Journal, batches: int) -> float:
                            for i, item in enumerate(items)]
                 for entry in entries:
                     await send.send(entry)
+                    await anyio.sleep(apart_s)
                 with anyio.fail_after(20):
                     for entry in entries:
                         await entry.durable.wait()
@@ -345,11 +346,12 @@ def _commit(journal: Journal, batches: int) -> float:
     return anyio.run(main)
 
 
-def test_batches_that_end_together_share_one_fsync(tmp_path: Path) -> None:
+def test_batches_that_end_within_the_commit_interval_share_one_fsync(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     counting = CountingJournal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
                                                 "n": pl.Int64}, commit_interval_s=0.2)
-    _commit(counting, 40)
+    # 2 ms apart, longer than an fsync takes: without the interval, each would have its own.
+    _commit(counting, 40, apart_s=0.002)
     assert 1 <= counting.syncs <= 3  # the first at once, the rest together
     assert counting.counts.succeeded == 40
 
