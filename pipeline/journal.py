@@ -1,9 +1,9 @@
 """The journal: one writer task owns every write of outcomes.
 
 Outcomes arrive batch by batch on a stream. The writer appends them at once to a write-ahead
-log (``parts/wal.jsonl``, fsynced once for all that arrived together, at most once every
-``commit_interval_s``), so an answered call is
-never lost to a crash: at most the calls still in flight are made again. Every ``flush_rows``
+log (``parts/wal.jsonl``, fsynced once for all that arrived together, and, while the run is
+short of CPU, at most once every ``commit_interval_s``: ``wal.GroupCommit``), so an answered call
+is never lost to a crash: at most the calls still in flight are made again. Every ``flush_rows``
 rows or ``flush_s`` seconds it compacts what it holds into a part file
 (``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed):
 the log is set aside first (renamed ``wal-N.jsonl``), the part is written beside the new log
@@ -108,7 +108,7 @@ class Journal:
         *,
         flush_rows: int = 20_000,
         flush_s: float = 2.0,
-        commit_interval_s: float = 0.005,
+        commit_interval_s: float = 0.02,
     ) -> None:
         self.rundir = rundir
         self.schema = result_schema(job_schema)

@@ -4,6 +4,8 @@ No AWS and no clock: the fake job answers at once and records what it was asked.
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +29,7 @@ from connect_bulk.pipeline.job import (
 from connect_bulk.pipeline.journal import Entry, Journal
 from connect_bulk.pipeline.notes import Notes
 from connect_bulk.pipeline.rundir import RunDir
+from connect_bulk.pipeline.wal import GroupCommit
 
 from tests.helpers import split_calls
 
@@ -372,14 +375,43 @@ def _commit(journal: Journal, batches: int, apart_s: float = 0.0) -> float:
     return anyio.run(main)
 
 
-def test_batches_that_end_within_the_commit_interval_share_one_fsync(tmp_path: Path) -> None:
+def _counting(tmp_path: Path, interval_s: float, *, busy: bool) -> CountingJournal:
+    """A journal whose run is short of CPU (``busy``) or has CPU to spare, whatever this
+    process does."""
     journal = _journal(tmp_path)
     counting = CountingJournal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
-                                                "n": pl.Int64}, commit_interval_s=0.2)
+                                                "n": pl.Int64})
+    counting._commits = GroupCommit(interval_s, busy_share=-1.0 if busy else math.inf,
+                                    sample_s=0.0)
+    return counting
+
+
+def test_batches_that_end_within_the_commit_interval_of_a_busy_run_share_one_fsync(
+        tmp_path: Path) -> None:
+    counting = _counting(tmp_path, 0.2, busy=True)
     # 2 ms apart, longer than an fsync takes: without the interval, each would have its own.
     _commit(counting, 40, apart_s=0.002)
     assert 1 <= counting.syncs <= 3  # the first at once, the rest together
     assert counting.counts.succeeded == 40
+
+
+def test_a_run_with_cpu_to_spare_syncs_each_batch_as_it_comes(tmp_path: Path) -> None:
+    """Its batches wait for their calls, not for the CPU: a wait for the next fsync would
+    hold their slots for nothing."""
+    counting = _counting(tmp_path, 0.2, busy=False)
+    took = _commit(counting, 40, apart_s=0.002)
+    assert counting.syncs >= 30
+    assert took < 0.2 * 40 / 2  # far from a wait of the interval each
+
+
+def test_a_run_is_busy_while_it_uses_more_than_its_share_of_a_core() -> None:
+    commits = GroupCommit(0.02, busy_share=0.5, sample_s=0.02)
+    until = time.perf_counter() + 0.05
+    while time.perf_counter() < until:
+        pass
+    assert commits.busy()
+    time.sleep(0.05)
+    assert not commits.busy()
 
 
 def test_a_lone_batch_does_not_wait_for_the_commit_interval(tmp_path: Path) -> None:
