@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.world import build_world, read, write_csv
+from tests.cli.world import build_world, read, seeded_input, write_csv
 from tests.conftest import CLI, Sandbox, cli_env, run_cli
 
 START = "StartInstanceOnboardingJob"
@@ -54,6 +54,30 @@ def test_no_mutating_call_starts_after_the_signal_even_one_waiting_for_its_limit
     started = read(tmp_path / "out" / "c" / "results.parquet").height
     assert started == summary["items_succeeded"] >= 4
     assert summary["items_pending"] == 40 - started
+
+
+def test_no_look_up_starts_after_the_signal_even_one_made_ahead(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A batch an instance: the look-ups (alias, flows) of the instances read ahead wait for
+    their limiters when the signal comes; none of them starts after it."""
+    path = seeded_input(sandbox, tmp_path / "in.csv", instances=30, per_instance=1, seed=5)
+    process = _popen("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
+                     "--out", str(tmp_path / "out"), "--run-id", "f", "--rate", "2",
+                     "--burst", "1", "--concurrency", "4", "--log-format", "json")
+    sandbox.wait_for_calls(OP, 3)  # batches have come back: look-ups are made ahead
+    process.send_signal(signal.SIGINT)
+    at_signal = sandbox.stats()["calls"]
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    after = sandbox.stats()["calls"]
+    for operation in ("DescribeInstance", "ListContactFlows", OP):
+        # at most the one on the wire (--burst 1: one at a time each)
+        assert after[operation] <= at_signal[operation] + 1, operation
+    assert at_signal["DescribeInstance"] < 30  # most were still to come
+    summary = json.loads((tmp_path / "out" / "f" / "summary.json").read_text())
+    assert summary["state"] == "interrupted"
+    assert summary["items_succeeded"] + summary["items_pending"] == 30
 
 
 def test_a_deadline_stops_calls_waiting_for_their_limiter(sandbox: Sandbox,
