@@ -10,8 +10,7 @@ everything they answered is written.
 from __future__ import annotations
 
 import signal
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -79,38 +78,6 @@ class Stop:
             self.force()
 
 
-class Ahead:
-    """The batches, ``size`` of them read ahead of the one handed out; ``firsts`` holds the
-    first batch of each instance among those read ahead, until someone takes it."""
-
-    def __init__(self, batches: Iterable[Batch], size: int) -> None:
-        self._batches = iter(batches)
-        self._size = size
-        self._window: deque[Batch] = deque()
-        self.firsts: deque[Batch] = deque()
-        self._instance: tuple[str, str, str] | None = None
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self
-
-    def __next__(self) -> Batch:
-        while len(self._window) <= self._size:
-            batch = next(self._batches, None)
-            if batch is None:
-                break
-            instance = (batch.account_id, batch.region, batch.instance_id)
-            if instance != self._instance:
-                self._instance = instance
-                self.firsts.append(batch)
-            self._window.append(batch)
-        if not self._window:
-            raise StopIteration
-        batch = self._window.popleft()
-        if self.firsts and self.firsts[0] is batch:
-            self.firsts.popleft()  # handed out before anyone looked ahead: it looks itself
-        return batch
-
-
 class Engine:
     def __init__(
         self,
@@ -147,10 +114,6 @@ class Engine:
         self._batch_slots = anyio.Semaphore(in_flight, fast_acquire=True)
         self._on_progress = on_progress or (lambda _n: None)
         self._answered = False  # a batch of this execution has come back
-        # Batches read ahead for their instances' look-ups: as many as two rounds of calls,
-        # so that the look-ups (one round trip) are done before the instance's first batch
-        # has a slot.
-        self._window = 2 * concurrency
         self._armed = False
 
     async def run(self, batches: Iterable[Batch]) -> Stop:
@@ -162,17 +125,28 @@ class Engine:
             async with send, anyio.create_task_group() as timers:
                 async with anyio.create_task_group() as work:
                     self._arm(timers, work.cancel_scope)
-                    ahead = Ahead(batches, self._window)
-                    for batch in ahead:
+                    instance: tuple[str, str, str] | None = None
+                    for batch in batches:
                         if self._should_stop():
                             break
-                        await self._look_ahead(ahead, work)
+                        if (batch.account_id, batch.region, batch.instance_id) != instance:
+                            instance = (batch.account_id, batch.region, batch.instance_id)
+                            if not self._batch_slots.value and self._answered:
+                                # The instance's first batch waits for a slot: its look-ups
+                                # need not. Only once a batch has come back (the first
+                                # batches' own look-ups are done), behind those of the batches
+                                # in flight (a checkpoint lets those ask first), and one
+                                # instance ahead at most: they never delay a batch that could
+                                # call.
+                                await checkpoint()
+                                if self._should_stop():
+                                    break
+                                work.start_soon(self.job.look_ahead, batch, self.context)
                         await self._batch_slots.acquire()
                         if self._should_stop():
                             self._batch_slots.release()
                             break
                         work.start_soon(self._run_batch, batch, send)
-                        await self._look_ahead(ahead, work)
                 if self._denied and self.stop.reason is None:
                     # No storm after all (too few to tell): they are failures like any other.
                     await self._release_denied(send)
@@ -180,17 +154,6 @@ class Engine:
                 timers.cancel_scope.cancel()
             # The work is done and `send` is closed: the journal drains and flushes by itself.
         return self.stop
-
-    async def _look_ahead(self, ahead: Ahead, work: anyio.abc.TaskGroup) -> None:
-        """The look-ups of the instances whose first batch has come into the window, made
-        while the batches before it are in flight. Only once a batch has come back (the first
-        batches make their own: one made ahead then would only delay them), and behind those
-        of the batches already started (a checkpoint lets those ask first)."""
-        if not self._answered or not ahead.firsts:
-            return
-        await checkpoint()
-        while ahead.firsts and not self._should_stop():
-            work.start_soon(self.job.look_ahead, ahead.firsts.popleft(), self.context)
 
     def _arm(self, timers: anyio.abc.TaskGroup, work: anyio.CancelScope) -> None:
         """The deadline, and the grace the calls in flight get once stopped (``grace_s``); a

@@ -274,9 +274,9 @@ class Job(ABC):
     async def look_ahead(self, batch: Batch, ctx: Context) -> None:
         """The per-instance look-ups ``process`` will need for ``batch``, made while the batches
         before it are in flight: once a batch has come back, the engine calls it for the first
-        batch of an instance as soon as that batch is two rounds of calls away, so that the
-        instance's batches do not then all wait for them. What goes wrong here is met again,
-        and dealt with, in ``process``."""
+        batch of an instance when that batch must wait for a slot, so that the instance's
+        batches do not then all wait for them. What goes wrong here is met again, and dealt
+        with, in ``process``."""
         return  # most jobs have none
 
     def finish(self, run_dir: Path, results: pl.DataFrame) -> None:

@@ -306,39 +306,13 @@ def test_an_instances_look_ups_start_while_the_batches_before_it_are_in_flight(
     _run(tmp_path, job, batches, concurrency=2)
     ahead = [(instance, running) for what, instance, running in job.seen
              if what == "look-ahead"]
-    # Once for each instance but the first (its first batches make their own), while earlier
-    # batches are in flight, and before the instance's first batch.
+    # Once for each instance whose first batch waits for a slot ("a"'s do not wait), while
+    # earlier batches are in flight, and before the instance's first batch.
     assert [instance for instance, _ in ahead] == ["b", "c"]
     assert all(running > 0 for _, running in ahead)
     for instance in "bc":
         order = [(what, i) for what, i, _ in job.seen if i == instance]
         assert order[0] == ("look-ahead", instance) and len(order) == 5
-
-
-def test_an_instances_look_ups_start_two_rounds_of_calls_before_its_first_batch(
-        tmp_path: Path) -> None:
-    """A round trip for the look-ups, and one to spare: by the time the instance's first
-    batch has a slot, they are done (one batch an instance, two slots)."""
-    instances = [f"i{n:02}" for n in range(12)]
-    batches = [Batch(f"{instance}#0", instance, "us-east-1", "1",
-                     (Item(instance, instance, "us-east-1", "1", n),))
-               for n, instance in enumerate(instances)]
-    job = LookAheadJob()
-    _run(tmp_path, job, batches, concurrency=2)
-    started = [i for what, i, _ in job.seen if what == "process"]
-    assert started == instances
-    ahead = [i for what, i, _ in job.seen if what == "look-ahead"]
-    assert ahead == instances[3:]  # the first three asked before anything came back
-    lead: dict[str, int] = {}  # batches between an instance's look-ups and its first batch
-    processed = 0
-    for what, instance, _ in job.seen:
-        if what == "process":
-            processed += 1
-        else:
-            lead[instance] = instances.index(instance) - processed
-    # The four read ahead before anything came back are looked up as soon as something does;
-    # from then on, each instance two rounds ahead of its batch.
-    assert [lead[instance] for instance in instances[7:]] == [2 * 2] * 5
 
 
 class CountingJournal(Journal):
@@ -429,6 +403,5 @@ def test_no_look_ahead_before_a_batch_has_come_back(tmp_path: Path) -> None:
                for n, instance in enumerate("abcd")]
     job = LookAheadJob()
     _run(tmp_path, job, batches, concurrency=2)
-    # "b", "c" and "d" are read ahead at once, but nothing has come back before "c" has its
-    # slot: "d" is the only one still ahead then.
+    # "c" waits for a slot before any batch has come back; "d" waits after "a" came back.
     assert [i for what, i, _ in job.seen if what == "look-ahead"] == ["d"]
