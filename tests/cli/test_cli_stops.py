@@ -59,8 +59,8 @@ def test_no_mutating_call_starts_after_the_signal_even_one_waiting_for_its_limit
 def test_no_look_up_starts_after_the_signal_even_one_made_ahead(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    """A batch an instance: the look-ups (alias, flows) of the instances read ahead wait for
-    their limiters when the signal comes; none of them starts after it."""
+    """A batch an instance: the look-ups (alias, flows) of the instances to come, those made
+    ahead among them, wait for their limiters when the signal comes; none starts after it."""
     path = seeded_input(sandbox, tmp_path / "in.csv", instances=30, per_instance=1, seed=5)
     process = _popen("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
                      "--out", str(tmp_path / "out"), "--run-id", "f", "--rate", "2",
