@@ -2,7 +2,7 @@
 
 Outcomes arrive batch by batch on a stream. The writer appends them at once to a write-ahead
 log (``parts/wal.jsonl``, fsynced once for all that arrived together, and, while the run is
-short of CPU, at most once every ``commit_interval_s``: ``wal.GroupCommit``), so an answered call
+short of CPU, at most once every 20 ms: ``wal.GroupCommit``), so an answered call
 is never lost to a crash: at most the calls still in flight are made again. Every ``flush_rows``
 rows or ``flush_s`` seconds it compacts what it holds into a part file
 (``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed):
@@ -108,13 +108,14 @@ class Journal:
         *,
         flush_rows: int = 20_000,
         flush_s: float = 2.0,
-        commit_interval_s: float = 0.02,
+        commits: wal_files.GroupCommit | None = None,
     ) -> None:
         self.rundir = rundir
         self.schema = result_schema(job_schema)
         self.flush_rows = flush_rows
         self.flush_s = flush_s
-        self._commits = wal_files.GroupCommit(commit_interval_s)
+        #: what one fsync of the log covers (at most one every 20 ms while short of CPU)
+        self.commits = commits or wal_files.GroupCommit(0.02)
         self.counts = Counts()
         self.calls: dict[str, dict[str, int]] = {}
         self._results = parts.Buffered(self.schema, "completed_at")
@@ -368,7 +369,7 @@ class Journal:
                     except anyio.EndOfStream:
                         break
                 if message is not None:
-                    group_commit = await self._commits.gather(receive, message)
+                    group_commit = await self.commits.gather(receive, message)
                     if self.broken is None:
                         for entry in group_commit:
                             self.record(entry.batch_id, entry.outcomes)

@@ -353,11 +353,10 @@ def _counting(tmp_path: Path, interval_s: float, *, busy: bool) -> CountingJourn
     """A journal whose run is short of CPU (``busy``) or has CPU to spare, whatever this
     process does."""
     journal = _journal(tmp_path)
-    counting = CountingJournal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
-                                                "n": pl.Int64})
-    counting._commits = GroupCommit(interval_s, busy_share=-1.0 if busy else math.inf,
-                                    sample_s=0.0)
-    return counting
+    return CountingJournal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
+                                            "n": pl.Int64},
+                           commits=GroupCommit(interval_s, sample_s=0.0,
+                                               busy_share=-1.0 if busy else math.inf))
 
 
 def test_batches_that_end_within_the_commit_interval_of_a_busy_run_share_one_fsync(
@@ -391,7 +390,7 @@ def test_a_run_is_busy_while_it_uses_more_than_its_share_of_a_core() -> None:
 def test_a_lone_batch_does_not_wait_for_the_commit_interval(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     patient = Journal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
-                                       "n": pl.Int64}, commit_interval_s=60)
+                                       "n": pl.Int64}, commits=GroupCommit(60))
     assert _commit(patient, 1) < 20
 
 
