@@ -201,8 +201,12 @@ class Caller:
                 if key not in self._clients:
                     from botocore.config import Config
 
+                    # No parameter validation: every parameter is built by a job from
+                    # input the plan validated; the service checks them all again, and
+                    # botocore's pass over them costs a tenth of a call's CPU.
                     config = Config(
                         retries={"total_max_attempts": 1, "mode": "standard"},
+                        parameter_validation=False,
                         max_pool_connections=self.settings.concurrency,
                         connect_timeout=self.settings.connect_timeout_s,
                         read_timeout=self.settings.read_timeout_s,
@@ -265,7 +269,9 @@ class Caller:
         """Wait for a token of ``limiter`` and, if ``hold_slot``, a slot; ``True`` when a slot
         was taken. Raises ``Abandoned`` once the run stops, however far the wait got."""
         slot = False
-        with self._until_stopped():
+        waits = limiter.would_wait() or (hold_slot and not self._slots.value)
+        # With a token and a slot free, neither acquire suspends: there is no wait to stop.
+        with self._until_stopped() if waits else contextlib.nullcontext():
             await limiter.acquire()
             if hold_slot:
                 await self._slots.acquire()

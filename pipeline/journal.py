@@ -126,6 +126,7 @@ class Journal:
             wal_files.number_of(log) for log in self._logs() if log != self.wal],
             default=0)
         self._wal_lines: list[bytes] = []
+        self._appender = wal_files.Appender(self.wal)
         # The job's own columns (the engine's values win over a job's of the same name).
         self._job_columns = [c for c in self._results.logged if c not in ENGINE_RESULT_SCHEMA]
         self.redrive = False
@@ -267,10 +268,7 @@ class Journal:
         if not self._wal_lines:
             return
         lines, self._wal_lines = self._wal_lines, []
-        with self.wal.open("ab") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._appender.append(b"".join(lines))
         self.counts.succeeded += self._uncounted.succeeded
         self.counts.failed += self._uncounted.failed
         self._uncounted = Counts()
@@ -287,6 +285,7 @@ class Journal:
         self._failures.clear()
         self._wal_lines = []
         self._uncounted = Counts()
+        self._appender.close()
 
     @property
     def buffered(self) -> int:
@@ -306,6 +305,7 @@ class Journal:
             return _Compaction(None, None, None, [log for log in logs if log != self.wal])
         number = self._next_part
         self._next_part += 1
+        self._appender.close()
         if self.wal.is_file():
             aside = self.rundir.parts / wal_files.aside_name(number)
             os.replace(self.wal, aside)

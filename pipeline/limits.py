@@ -163,6 +163,12 @@ class AdaptiveRate:
             # still. Before, they leave on their token: a quota told truly is never exceeded.
             await anyio.sleep(random.uniform(0.0, self.JITTER / self._rate))
 
+    def would_wait(self) -> bool:
+        """Whether ``acquire`` would suspend now (no free token, or a jitter to wait)."""
+        limiter = self._limiter
+        return (self._throttled and self._rate < self.JITTER_BELOW) \
+            or not limiter.has_capacity(min(self._carry, float(limiter.max_rate)) + 1)
+
     def _set(self, rate: float, *, empty: bool = False) -> None:
         """aiolimiter fixes a bucket's drip rate when it is made: a new rate is a new bucket,
         holding what the old one held (its level, read through the public ``has_capacity``),

@@ -260,6 +260,26 @@ def test_answers_logged_while_a_part_is_written_stay_in_the_log(tmp_path: Path) 
     assert sorted(again.load()["item_key"].to_list()) == ["k0", "k1"]
 
 
+def test_the_log_is_opened_once_for_many_fsyncs_and_closed_when_set_aside(
+        tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    pl.DataFrame({"item_key": ["k0"]}).write_parquet(journal.rundir.items)
+
+    def open_logs() -> list[str]:
+        fds = Path("/proc/self/fd")
+        parts = journal.rundir.parts.resolve()
+        return [str(target) for fd in fds.iterdir()
+                if (target := Path(fds / fd.name).resolve()).parent == parts]
+
+    for i in range(3):
+        journal.record(f"b{i}", [Success(Item(f"k{i}", "i", "r", "a", i), {"flow": "f"}, 1)])
+        journal.sync_wal()
+    assert open_logs() == [str(journal.wal.resolve())]
+    assert len(journal.wal.read_bytes().splitlines()) == 3
+    journal._set_aside()
+    assert open_logs() == []
+
+
 def test_a_log_set_aside_by_a_compaction_cut_short_is_replayed(tmp_path: Path) -> None:
     """A kill between setting the log aside and writing its part: the next execution replays
     it and the current log, and sets its own aside under a name of its own."""

@@ -205,3 +205,22 @@ def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
         delays = [backoff.delay(attempt, rng) for _ in range(200)]
         assert min(delays) >= 0.0 and max(delays) <= cap
         assert max(delays) > cap * 0.8  # spread over the whole range, not a fixed step
+
+
+def test_would_wait_says_whether_acquire_suspends() -> None:
+    """The caller takes a free token without a cancel scope only when ``acquire`` cannot
+    suspend: a token free, no fresh bucket to fill, no jitter to sleep."""
+
+    async def body() -> None:
+        limiter = AdaptiveRate(5.0, 2.0, adaptive=False)
+        assert not limiter.would_wait()
+        await limiter.acquire()
+        await limiter.acquire()
+        assert limiter.would_wait()  # the burst of 2 is spent
+        with anyio.fail_after(1.0):
+            await limiter.acquire()  # ... and acquire did wait for a token
+        throttled = AdaptiveRate(5.0, 2.0)
+        throttled.on_throttle(throttled.now())
+        assert throttled.would_wait()  # a cut empties the bucket; paced calls jitter
+
+    anyio.run(body)
