@@ -122,14 +122,15 @@ class Appender:
 
 
 class GroupCommit:
-    """What one fsync of the log covers: what has arrived, and, while the run is short of CPU
-    (the process has used more than ``busy_share`` of a core over the last ``sample_s``),
-    what arrives until ``interval_s`` after the last fsync. Each fsync costs 0.2-0.6 ms of CPU
-    with its thread hand-offs: a busy run makes at most one an interval. A run that waits for
-    its calls (as against AWS) has CPU to spare, and syncs each batch as it comes: a batch holds
-    its slot until its answer is durable, and a wait there would cost it calls."""
+    """What one fsync of the log covers: what has arrived, and, while the run is busy (the
+    process has used more than ``busy_share`` of a core over the last ``sample_s``), what
+    arrives until ``interval_s`` after the last fsync. Each fsync costs 0.2-0.6 ms of CPU with
+    its thread hand-offs: a busy run makes at most one an interval. A third of a core is a few
+    hundred calls a second, where a fsync a batch costs a tenth of the CPU or more. A run that
+    waits for its calls (as against AWS) uses little CPU, and syncs each batch as it comes: a
+    batch holds its slot until its answer is durable, and a wait there would cost it calls."""
 
-    def __init__(self, interval_s: float, busy_share: float = 0.5,
+    def __init__(self, interval_s: float, busy_share: float = 0.3,
                  sample_s: float = 0.1) -> None:
         self.interval_s = interval_s
         self.busy_share = busy_share
