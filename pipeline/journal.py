@@ -1,10 +1,10 @@
 """The journal: one writer task owns every write of outcomes.
 
 Outcomes arrive batch by batch on a stream. The writer appends them at once to a write-ahead
-log (``parts/wal.jsonl``, fsynced once for all that arrived together, and, while the run is
-short of CPU, at most once every 20 ms: ``wal.GroupCommit``), so an answered call
-is never lost to a crash: at most the calls still in flight are made again. Every ``flush_rows``
-rows or ``flush_s`` seconds it compacts what it holds into a part file
+log (``parts/wal.jsonl``, fsynced once for all that arrived together, and, while the process
+uses more than a third of a core, at most once every 20 ms: ``wal.GroupCommit``), so an
+answered call is never lost to a crash: at most the calls still in flight are made again. Every
+``flush_rows`` rows or ``flush_s`` seconds it compacts what it holds into a part file
 (``parts/results-N.parquet`` and/or ``parts/failures-N.parquet``, written aside then renamed):
 the log is set aside first (renamed ``wal-N.jsonl``), the part is written beside the new log
 while answers go on being logged, and the set-aside log is removed once the part is there; then
@@ -37,7 +37,7 @@ from .crashpoints import crashpoint
 from .errors import DamagedRun
 from .job import Answered, Failure, Outcome, Success, items_in
 from .parts import TIMESTAMP
-from .rundir import RunDir, atomic_write, utc_now, write_json
+from .rundir import Appender, RunDir, atomic_write, utc_now, write_json
 
 ENGINE_RESULT_SCHEMA: dict[str, Any] = {
     "instance_id": pl.String,
@@ -114,7 +114,7 @@ class Journal:
         self.schema = result_schema(job_schema)
         self.flush_rows = flush_rows
         self.flush_s = flush_s
-        #: what one fsync of the log covers (at most one every 20 ms while short of CPU)
+        #: what one fsync of the log covers (at most one every 20 ms while busy)
         self.commits = commits or wal_files.GroupCommit(0.02)
         self.counts = Counts()
         self.calls: dict[str, dict[str, int]] = {}
@@ -126,7 +126,7 @@ class Journal:
             wal_files.number_of(log) for log in self._logs() if log != self.wal],
             default=0)
         self._wal_lines: list[bytes] = []
-        self._appender = wal_files.Appender(self.wal)
+        self._appender = Appender(self.wal)
         # The job's own columns (the engine's values win over a job's of the same name).
         self._job_columns = [c for c in self._results.logged if c not in ENGINE_RESULT_SCHEMA]
         self.redrive = False

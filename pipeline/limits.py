@@ -156,17 +156,21 @@ class AdaptiveRate:
                 break
             # The rate moved while this call waited: its token came at the old rate; take one
             # at the new.
-        if self._throttled and self._rate < self.JITTER_BELOW:
+        if self._jitters():
             # Once the service has throttled, paced calls leave at a random point of their
             # interval, so that two clients on one quota cannot lock phases with the service's
             # bucket, one taking every token and the other none; the rate is the bucket's
             # still. Before, they leave on their token: a quota told truly is never exceeded.
             await anyio.sleep(random.uniform(0.0, self.JITTER / self._rate))
 
+    def _jitters(self) -> bool:
+        return self._throttled and self._rate < self.JITTER_BELOW
+
     def would_wait(self) -> bool:
-        """Whether ``acquire`` would suspend now (no free token, or a jitter to wait)."""
+        """Whether ``acquire`` would suspend now: a jitter to sleep, or no token free (with
+        what a fresh bucket takes first)."""
         limiter = self._limiter
-        return (self._throttled and self._rate < self.JITTER_BELOW) \
+        return self._jitters() \
             or not limiter.has_capacity(min(self._carry, float(limiter.max_rate)) + 1)
 
     def _set(self, rate: float, *, empty: bool = False) -> None:

@@ -7,12 +7,14 @@ kill is there for ``resume``; a torn last line (a kill mid-write) is ignored on 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import anyio
+
+from .rundir import Appender
 
 
 class Notes:
@@ -48,11 +50,10 @@ class Notes:
         # it unwritten.
         with anyio.CancelScope(shield=True):
             async with self._writing:  # one writer at a time: lines never interleave
-                await anyio.to_thread.run_sync(self._append, lines)
+                await anyio.to_thread.run_sync(self._append, "".join(lines).encode())
 
-    def _append(self, lines: list[str]) -> None:
+    def _append(self, data: bytes) -> None:
         assert self.path is not None
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        # A few notes a run: the file is not kept open between them.
+        with contextlib.closing(Appender(self.path)) as notes:
+            notes.append(data)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -93,32 +92,6 @@ def as_columns(logged: Any, names: list[str]) -> dict[str, list[Any]]:
     if len(lengths) != 1 or -1 in lengths:
         raise ValueError("columns of different lengths")
     return logged
-
-
-class Appender:
-    """The log answers are appended to, kept open from one fsync to the next: an open and a
-    close for each would cost five system calls more, each a hand-off of the GIL between the
-    writer's thread and the event loop's."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def append(self, data: bytes) -> None:
-        """Append ``data`` and make it durable (raises ``OSError``)."""
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        """Before the log is set aside (renamed), and once nothing more is written to it."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 class GroupCommit:

@@ -276,6 +276,7 @@ def test_the_log_is_opened_once_for_many_fsyncs_and_closed_when_set_aside(
         journal.sync_wal()
     assert open_logs() == [str(journal.wal.resolve())]
     assert len(journal.wal.read_bytes().splitlines()) == 3
+    assert journal.wal.stat().st_mode & 0o777 == 0o600  # the owner's only, as every file
     journal._set_aside()
     assert open_logs() == []
 
@@ -370,8 +371,8 @@ def _commit(journal: Journal, batches: int, apart_s: float = 0.0) -> float:
 
 
 def _counting(tmp_path: Path, interval_s: float, *, busy: bool) -> CountingJournal:
-    """A journal whose run is short of CPU (``busy``) or has CPU to spare, whatever this
-    process does."""
+    """A journal whose run is busy (``busy``) or has CPU to spare, whatever this process
+    does."""
     journal = _journal(tmp_path)
     return CountingJournal(journal.rundir, {"instance_id": pl.String, "flow": pl.String,
                                             "n": pl.Int64},
