@@ -203,7 +203,7 @@ class Caller:
 
                     # No parameter validation: every parameter is built by a job from
                     # input the plan validated; the service checks them all again, and
-                    # botocore's pass over them costs a tenth of a call's CPU.
+                    # botocore's pass over them cost 6% of a call's CPU (16 workers).
                     config = Config(
                         retries={"total_max_attempts": 1, "mode": "standard"},
                         parameter_validation=False,
