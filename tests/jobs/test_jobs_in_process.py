@@ -185,3 +185,29 @@ def test_associate_flows_tells_what_it_will_change_per_instance_and_flow() -> No
                      f"  1 numbers of instance {instance} -> flow 'Support'",
                      f"  1 numbers of instance {instance} -> no flow (disassociate)"]
     assert AssociateFlows().changes_state and not AssociateFlows(dry_run=True).changes_state
+
+
+def test_no_call_starts_once_the_run_stops_even_with_a_token_and_a_slot_free(
+    sandbox: Sandbox,
+) -> None:
+    """A call whose token and slot are free takes them without a wait to cancel: the look
+    after them still keeps it from going out once the run stops."""
+    instance = sandbox.client("connect").create_instance(
+        IdentityManagementType="CONNECT_MANAGED", InstanceAlias="s", InboundCallsEnabled=True,
+        OutboundCallsEnabled=True)["Id"]
+    before = sandbox.stats()["calls"].get("DescribeInstance", 0)
+
+    async def stopped(ctx: Context) -> str:
+        caller = ctx.aws
+        await caller.call("connect", "DescribeInstance", region=REGION, account=ACCOUNT,
+                          InstanceId=instance)  # 100 tokens and 16 slots: most are free
+        caller.stop_calls()
+        try:
+            await caller.call("connect", "DescribeInstance", region=REGION, account=ACCOUNT,
+                              InstanceId=instance)
+        except Abandoned:
+            return "abandoned"
+        return "sent"
+
+    assert _in_process(sandbox, stopped) == "abandoned"
+    assert sandbox.stats()["calls"]["DescribeInstance"] == before + 1
