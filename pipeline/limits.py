@@ -19,9 +19,19 @@ bucket and moves the bucket's rate as the service answers:
 - **Start slow** (TCP's slow start, RFC 5681): from ``START_RATE`` (or the ceiling when lower),
   doubling every second of successes until the first throttle or the ceiling. A run that knows
   the rate an earlier run learned starts from it instead (``Learned``), never above the ceiling.
+- **A quota that grew is taken at once**: once the probe runs ``RESUME_ABOVE`` over the last
+  grant with no throttle, the grant is out of date (the neighbour that shared the quota is
+  gone, or the quota was raised), and the rate goes back to slow start, as HyStart++ (RFC 9406,
+  https://www.rfc-editor.org/rfc/rfc9406) goes back to slow start when it finds it left too
+  early. A run at the edge of its quota never gets there: the bucket is empty long before.
+  Without it, a run left alone on a quota it shared takes the convex half of the curve, some
+  ten seconds, to climb from its share to the whole.
 - **The bucket never outruns the grant**: while adapting it holds at most a second of the current
   rate, and a cut empties it, so after a throttle nothing goes out faster than the measured rate
   whatever ``--burst`` says.
+- **No phase lock**: paced calls leave at a random point of their interval (``JITTER``), so
+  that of two runs on one quota, the one whose calls arrive just as the service's bucket makes
+  a token cannot take every token and leave the other none.
 
 Backoff is exponential with full jitter:
 https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
@@ -66,6 +76,7 @@ class AdaptiveRate:
     SLOW_START_BETA = 0.5  # ... or, in slow start, the rate of a second ago
     K_MEASURED_S = 4.0  # seconds back to a measured grant, then probing above it
     K_BLIND_S = 2.0  # seconds back to the rate a blind cut left
+    RESUME_ABOVE = 0.10  # a probe this share over the last grant, unthrottled: slow start
     MIN_SAMPLES = 20  # successes between two throttles to measure the grant
     HORIZON_S = 60.0  # how far back a measurement may reach
     BURST_S = 1.0  # while adapting the bucket holds at most this many seconds of the rate
@@ -157,14 +168,16 @@ class AdaptiveRate:
             # The rate moved while this call waited: its token came at the old rate; take one
             # at the new.
         if self._jitters():
-            # Once the service has throttled, paced calls leave at a random point of their
-            # interval, so that two clients on one quota cannot lock phases with the service's
-            # bucket, one taking every token and the other none; the rate is the bucket's
-            # still. Before, they leave on their token: a quota told truly is never exceeded.
+            # Paced calls leave at a random point of their interval, so that two clients on
+            # one quota cannot lock phases with the service's bucket, one taking every token
+            # as it is made and the other none. It must hold before the first throttle too: a
+            # run told the quota's rate truly is never throttled, and one that locks phases so
+            # starves its neighbour down to the floor for as long as it runs. The rate is the
+            # bucket's still; a call late by part of its interval is absorbed by any burst.
             await anyio.sleep(random.uniform(0.0, self.JITTER / self._rate))
 
     def _jitters(self) -> bool:
-        return self._throttled and self._rate < self.JITTER_BELOW
+        return self.adaptive and self._rate < self.JITTER_BELOW
 
     def would_wait(self) -> bool:
         """Whether ``acquire`` would suspend now: a jitter to sleep, or no token free (with
@@ -272,6 +285,8 @@ class AdaptiveRate:
             self._increases += 1
             if rate >= self.ceiling:
                 self._slow_start = False
+            elif not self._slow_start and rate > self._w_max * (1 + self.RESUME_ABOVE):
+                self._slow_start = True  # the quota grew: the curve is too slow to take it
             self._set(min(self.ceiling, rate))
 
     def learned(self) -> Learned | None:

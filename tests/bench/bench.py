@@ -362,6 +362,25 @@ def aws_default(rows: list[list[str]], calls: int = 60) -> None:
         sandbox.stop()
 
 
+def neighbours(rate: float, calls: int, repeat: int, rows: list[list[str]]) -> None:
+    """The neighbours row alone, ``repeat`` times against one sandbox: the row that moves most
+    from run to run, measured often enough to say how often it holds."""
+    burst = 2.5 * rate
+    sandbox = Sandbox("--quota", f"{OP}={rate:g}/{burst:g}", "--latency-ms", "50")
+    try:
+        world = sandbox.world(instances=calls // 30, per_instance=3000)
+        told = ["--rate", f"{rate:g}", "--burst", f"{burst:g}"]
+        for attempt in range(repeat):
+            time.sleep(burst / rate)
+            figures = measure(sandbox, len(batches(world)),
+                              lambda: run_neighbours(sandbox, world, *told))
+            note = " / ".join(f"{share / rate:.2f} R" for share in figures["result"]) + " each"
+            rows.append(row(f"two runs sharing the quota ({attempt + 1} of {repeat})", figures,
+                            rate, note))
+    finally:
+        sandbox.stop()
+
+
 def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]],
                    *args: str) -> list[float]:
     """Two runs at once on one quota, each over half of the world; each one's rate (its
@@ -615,7 +634,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--big-rows", type=int, default=10_000_000,
                         help="the large input sizes planned (0: skip them)")
-    parser.add_argument("--only", choices=["quota", "overhead", "latency", "scale", "startup"])
+    parser.add_argument("--only", choices=["quota", "neighbours", "overhead", "latency", "scale",
+                                           "startup"])
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="how many times --only neighbours measures its row")
     parser.add_argument("--bare-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_child:
@@ -627,6 +649,8 @@ def main() -> None:
     lines: list[list[str]] = []
     if args.only in (None, "quota"):
         quota_and_peers(args.rate, args.calls, lines)
+    if args.only == "neighbours":
+        neighbours(args.rate, args.calls, args.repeat, lines)
     if args.only in (None, "overhead"):
         for concurrency in (16, 64):  # the default, and a user's raised one
             overhead(600, concurrency, lines)

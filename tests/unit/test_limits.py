@@ -58,6 +58,42 @@ def test_the_grant_between_two_throttles_is_measured_and_the_rate_goes_just_unde
 
 
 @in_loop
+def test_a_quota_that_grew_is_taken_in_seconds_not_along_the_curve() -> None:
+    """A run that shared its quota measured its share; alone, it climbs to the whole quota by
+    slow start once the probe runs ``RESUME_ABOVE`` over that share without a throttle."""
+    clock = Clock()
+    limiter = AdaptiveRate(20.0, 50.0, clock=clock)
+    limiter.on_throttle(clock.now)
+    succeed(limiter, clock, 8.0, 5.0)  # its share: 8 a second of a quota of 20
+    limiter.on_throttle(clock.now)
+    share_at = clock.now
+    assert limiter.rate == pytest.approx(8.0 * (1 - AdaptiveRate.MARGIN), rel=0.05)
+    # The neighbour is gone: nothing is throttled any more. Calls at the limiter's own rate.
+    while limiter.rate < 20.0 and clock.now - share_at < 30.0:
+        clock.now += 1 / limiter.rate
+        limiter.on_success(clock.now)
+    took = clock.now - share_at
+    # Along CUBIC's curve alone, 8 -> 20 takes K + K * cbrt(1.5 / MARGIN), over 18 s.
+    assert limiter.rate == 20.0 and took < 12.0
+
+
+@in_loop
+def test_a_run_throttled_at_the_edge_of_its_quota_never_goes_back_to_slow_start() -> None:
+    """At the edge of the quota a throttle comes every few seconds of probing: the rate stays
+    within ``RESUME_ABOVE`` of the grant, and no cut is the halving of slow start."""
+    clock = Clock()
+    limiter = AdaptiveRate(100.0, 250.0, clock=clock)
+    limiter.on_throttle(clock.now)
+    succeed(limiter, clock, 20.0, 3.0)
+    for _ in range(10):
+        limiter.on_throttle(clock.now)  # the grant, 20 a second, measured again
+        cut = limiter.rate
+        assert cut == pytest.approx(20.0 * (1 - AdaptiveRate.MARGIN), rel=0.03)
+        succeed(limiter, clock, 20.0, AdaptiveRate.K_MEASURED_S + 4.0)
+        assert limiter.rate < 20.0 * (1 + AdaptiveRate.RESUME_ABOVE)
+
+
+@in_loop
 def test_calls_sent_before_a_cut_do_not_cut_again() -> None:
     clock = Clock()
     limiter = AdaptiveRate(10.0, 5.0, clock=clock)
@@ -222,5 +258,39 @@ def test_would_wait_says_whether_acquire_suspends() -> None:
         throttled = AdaptiveRate(5.0, 2.0)
         throttled.on_throttle(throttled.now())
         assert throttled.would_wait()  # a cut empties the bucket; paced calls jitter
+        never = AdaptiveRate(5.0, 50.0, learned=Learned(5.0, measured=False))
+        assert never.rate == never.ceiling and never.statistics().decreases == 0
+        # At the ceiling and never throttled, with tokens to spare: paced calls jitter all
+        # the same (a run that locks phases with the service's bucket starves a neighbour).
+        assert never.would_wait()
 
     anyio.run(body)
+
+
+def test_paced_calls_leave_at_random_points_of_their_interval_before_any_throttle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each acquire of an adaptive limiter, never throttled, sleeps a random share of the
+    interval after its token (a spy on the sleep); a fixed rate leaves on the token."""
+    slept: dict[bool, list[float]] = {True: [], False: []}
+    real_sleep = anyio.sleep
+    adaptive = True
+
+    async def spy(delay: float) -> None:
+        slept[adaptive].append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(anyio, "sleep", spy)
+
+    async def body() -> None:
+        nonlocal adaptive
+        for adaptive in (True, False):
+            limiter = AdaptiveRate(20.0, 1000.0, adaptive=adaptive,
+                                   learned=Learned(20.0, measured=False))
+            for _ in range(20):
+                await limiter.acquire()  # a burst of 1000: the token is free each time
+            assert limiter.statistics().decreases == 0
+
+    anyio.run(body)
+    assert len(slept[True]) == 20 and len(set(slept[True])) == 20
+    assert all(0.0 <= delay <= AdaptiveRate.JITTER / 20.0 for delay in slept[True])
+    assert slept[False] == []
