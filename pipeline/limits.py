@@ -10,7 +10,7 @@ bucket and moves the bucket's rate as the service answers:
   the rate the service grants this client (its share of it when a neighbour spends the same
   quota), whatever the quota's burst. A throttle cuts the rate to ``MARGIN`` under that measured
   grant; without a measurement (the first throttle, or two too close together to count) it cuts
-  by ``BETA``.
+  by ``BETA``, and, throttled again, never under what got through in the second before.
 - **Recover with CUBIC's shape** (RFC 9438, https://www.rfc-editor.org/rfc/rfc9438, the curve the
   AWS SDKs' adaptive retry mode uses): ``W(t) = W_max + C (t - K)^3``: concave back to the last
   grant ``W_max`` within ``K`` seconds, a plateau there, then convex probing above it, slowly at
@@ -78,6 +78,7 @@ class AdaptiveRate:
     K_BLIND_S = 2.0  # seconds back to the rate a blind cut left
     RESUME_ABOVE = 0.10  # a probe this share over the last grant, unthrottled: slow start
     MIN_SAMPLES = 20  # successes between two throttles to measure the grant
+    MIN_HELD = 5  # ... or in the second before a throttle, to cut to them (no measurement)
     HORIZON_S = 60.0  # how far back a measurement may reach
     BURST_S = 1.0  # while adapting the bucket holds at most this many seconds of the rate
     RETUNE = 0.01  # a rise of less than this share keeps the bucket (a cut always retunes)
@@ -239,6 +240,13 @@ class AdaptiveRate:
                 return count / (sent_at - earlier)
         return None
 
+    def _held(self, sent_at: float) -> float | None:
+        """The successes of the second before ``sent_at``, when they are enough to count and
+        fewer than the rate (else they say nothing the rate does not)."""
+        end = bisect.bisect_left(self._successes, sent_at)
+        held = float(end - bisect.bisect_left(self._successes, sent_at - 1.0))
+        return held if self.MIN_HELD <= held < self._rate else None
+
     def on_throttle(self, sent_at: float) -> None:
         """A call that acquired this limiter at ``sent_at`` (``now()``) was throttled."""
         if not self.adaptive:
@@ -250,7 +258,7 @@ class AdaptiveRate:
         if sent_at <= self._cut_at:
             return  # sent before the last cut: it says nothing new
         self._decreases += 1
-        self._throttled = True
+        again, self._throttled = self._throttled, True
         floor = min(self.ceiling * self.FLOOR_SHARE, self.FLOOR_MAX)
         if grant is not None:
             self._grant = grant
@@ -260,6 +268,15 @@ class AdaptiveRate:
             self._rate *= self.SLOW_START_BETA
             self._curve(self._rate, self._rate * (1 - self.MARGIN), self.K_MEASURED_S, now)
             self._epoch -= self.K_MEASURED_S  # from the convex part of the curve on
+        elif again and (held := self._held(sent_at)) is not None:
+            # Throttled again before a grant could be measured: the service's bucket is empty
+            # and shared, and what got through in the last second is this run's share of it.
+            # A cut goes no lower, however many throttles come in a row, so that two runs
+            # that start together do not split the quota by the luck of who was throttled
+            # more often (a cut of BETA each, and the unlucky one ends with a fifth of it).
+            rate = max(self._rate * self.BETA, held * (1 - self.MARGIN))
+            self._curve(rate / (1 - self.MARGIN), rate, self.K_BLIND_S, now)
+            self._rate = rate
         else:
             self._curve(self._rate, self._rate * self.BETA, self.K_BLIND_S, now)
             self._rate *= self.BETA

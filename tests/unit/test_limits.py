@@ -94,6 +94,24 @@ def test_a_run_throttled_at_the_edge_of_its_quota_never_goes_back_to_slow_start(
 
 
 @in_loop
+def test_a_throttle_again_cuts_no_lower_than_what_got_through() -> None:
+    """Two runs that start together on one quota are throttled in a row before either can
+    measure a grant. A cut of BETA a throttle leaves the one throttled more often a fraction
+    of the quota; a cut goes no lower than what got through in the second before."""
+    clock = Clock()
+    limiter = AdaptiveRate(10.0, 50.0, clock=clock, learned=Learned(10.0, measured=False))
+    limiter.on_throttle(clock.now)  # the first: nothing known of its share, BETA
+    assert limiter.rate == pytest.approx(10.0 * AdaptiveRate.BETA)
+    succeed(limiter, clock, 9.0, 1.0)  # 9 a second got through: too few to measure a grant
+    before = limiter.rate
+    assert limiter.learned() is None
+    limiter.on_throttle(clock.now)
+    held = 8.0  # the second before the throttle (the call sent with it is not counted)
+    assert limiter.rate == pytest.approx(held * (1 - AdaptiveRate.MARGIN))
+    assert limiter.rate > before * AdaptiveRate.BETA  # where a cut of BETA would leave it
+
+
+@in_loop
 def test_calls_sent_before_a_cut_do_not_cut_again() -> None:
     clock = Clock()
     limiter = AdaptiveRate(10.0, 5.0, clock=clock)
