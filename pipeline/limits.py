@@ -10,7 +10,7 @@ bucket and moves the bucket's rate as the service answers:
   the rate the service grants this client (its share of it when a neighbour spends the same
   quota), whatever the quota's burst. A throttle cuts the rate to ``MARGIN`` under that measured
   grant; without a measurement (the first throttle, or two too close together to count) it cuts
-  by ``BETA``, and, throttled again, never under what got through in the second before.
+  by ``BETA``, and, throttled again, never under the rate that got through since the last cut.
 - **Recover with CUBIC's shape** (RFC 9438, https://www.rfc-editor.org/rfc/rfc9438, the curve the
   AWS SDKs' adaptive retry mode uses): ``W(t) = W_max + C (t - K)^3``: concave back to the last
   grant ``W_max`` within ``K`` seconds, a plateau there, then convex probing above it, slowly at
@@ -78,7 +78,7 @@ class AdaptiveRate:
     K_BLIND_S = 2.0  # seconds back to the rate a blind cut left
     RESUME_ABOVE = 0.10  # a probe this share over the last grant, unthrottled: slow start
     MIN_SAMPLES = 20  # successes between two throttles to measure the grant
-    MIN_HELD = 5  # ... or in the second before a throttle, to cut to them (no measurement)
+    MIN_HELD = 5  # ... or since the last cut, to cut no lower than them (no measurement)
     HORIZON_S = 60.0  # how far back a measurement may reach
     BURST_S = 1.0  # while adapting the bucket holds at most this many seconds of the rate
     RETUNE = 0.01  # a rise of less than this share keeps the bucket (a cut always retunes)
@@ -241,11 +241,16 @@ class AdaptiveRate:
         return None
 
     def _held(self, sent_at: float) -> float | None:
-        """The successes of the second before ``sent_at``, when they are enough to count and
-        fewer than the rate (else they say nothing the rate does not)."""
-        end = bisect.bisect_left(self._successes, sent_at)
-        held = float(end - bisect.bisect_left(self._successes, sent_at - 1.0))
-        return held if self.MIN_HELD <= held < self._rate else None
+        """The rate of the calls that got through since the last cut (a second of them at
+        most), when they are enough to count and fewer than the rate: the share of an empty
+        bucket this run holds at its current rate."""
+        start = max(self._cut_at, sent_at - 1.0)
+        count = bisect.bisect_left(self._successes, sent_at) \
+            - bisect.bisect_right(self._successes, start)
+        if count < self.MIN_HELD:
+            return None
+        held = count / (sent_at - start)
+        return held if held < self._rate else None
 
     def on_throttle(self, sent_at: float) -> None:
         """A call that acquired this limiter at ``sent_at`` (``now()``) was throttled."""
@@ -270,7 +275,7 @@ class AdaptiveRate:
             self._epoch -= self.K_MEASURED_S  # from the convex part of the curve on
         elif again and (held := self._held(sent_at)) is not None:
             # Throttled again before a grant could be measured: the service's bucket is empty
-            # and shared, and what got through in the last second is this run's share of it.
+            # and shared, and what got through since the last cut is this run's share of it.
             # A cut goes no lower, however many throttles come in a row, so that two runs
             # that start together do not split the quota by the luck of who was throttled
             # more often (a cut of BETA each, and the unlucky one ends with a fifth of it).

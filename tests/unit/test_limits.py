@@ -97,7 +97,7 @@ def test_a_run_throttled_at_the_edge_of_its_quota_never_goes_back_to_slow_start(
 def test_a_throttle_again_cuts_no_lower_than_what_got_through() -> None:
     """Two runs that start together on one quota are throttled in a row before either can
     measure a grant. A cut of BETA a throttle leaves the one throttled more often a fraction
-    of the quota; a cut goes no lower than what got through in the second before."""
+    of the quota; a cut goes no lower than the rate that got through since the last one."""
     clock = Clock()
     limiter = AdaptiveRate(10.0, 50.0, clock=clock, learned=Learned(10.0, measured=False))
     limiter.on_throttle(clock.now)  # the first: nothing known of its share, BETA
@@ -106,7 +106,7 @@ def test_a_throttle_again_cuts_no_lower_than_what_got_through() -> None:
     before = limiter.rate
     assert limiter.learned() is None
     limiter.on_throttle(clock.now)
-    held = 8.0  # the second before the throttle (the call sent with it is not counted)
+    held = 8.0  # since the cut (the call sent with the throttle is not counted)
     assert limiter.rate == pytest.approx(held * (1 - AdaptiveRate.MARGIN))
     assert limiter.rate > before * AdaptiveRate.BETA  # where a cut of BETA would leave it
 
