@@ -29,9 +29,9 @@ bucket and moves the bucket's rate as the service answers:
 - **The bucket never outruns the grant**: while adapting it holds at most a second of the current
   rate, and a cut empties it, so after a throttle nothing goes out faster than the measured rate
   whatever ``--burst`` says.
-- **No phase lock**: paced calls (those that waited for their token) leave at a random point
-  of their interval (``JITTER``), so that of two runs on one quota, the one whose calls arrive
-  just as the service's bucket makes a token cannot take every token and leave the other none.
+- **No phase lock**: paced calls leave at a random point of their interval (``JITTER``), so
+  that of two runs on one quota, the one whose calls arrive just as the service's bucket makes
+  a token cannot take every token and leave the other none.
 
 Backoff is exponential with full jitter:
 https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
@@ -158,7 +158,6 @@ class AdaptiveRate:
         return max(1.0, min(self.burst, rate * self.BURST_S))
 
     async def acquire(self) -> None:
-        paced = not self._token_free()
         while True:
             limiter = self._limiter
             carry, self._carry = self._carry, 0.0
@@ -169,26 +168,24 @@ class AdaptiveRate:
                 break
             # The rate moved while this call waited: its token came at the old rate; take one
             # at the new.
-        if paced and self.adaptive and self._rate < self.JITTER_BELOW:
+        if self._jitters():
             # Paced calls leave at a random point of their interval, so that two clients on
             # one quota cannot lock phases with the service's bucket, one taking every token
             # as it is made and the other none. It must hold before the first throttle too: a
             # run told the quota's rate truly is never throttled, and one that locks phases so
             # starves its neighbour down to the floor for as long as it runs. The rate is the
-            # bucket's still; a call late by part of its interval is absorbed by any burst. A
-            # call whose token was free (an instance's look-up, a run under its rate) is not
-            # paced, and leaves at once.
+            # bucket's still; a call late by part of its interval is absorbed by any burst.
             await anyio.sleep(random.uniform(0.0, self.JITTER / self._rate))
 
-    def _token_free(self) -> bool:
-        """A token free now, with what a fresh bucket takes first."""
-        limiter = self._limiter
-        return bool(limiter.has_capacity(min(self._carry, float(limiter.max_rate)) + 1))
+    def _jitters(self) -> bool:
+        return self.adaptive and self._rate < self.JITTER_BELOW
 
     def would_wait(self) -> bool:
-        """Whether ``acquire`` would suspend now: no token free, so the call waits for one
-        and then leaves at a random point of its interval."""
-        return not self._token_free()
+        """Whether ``acquire`` would suspend now: a jitter to sleep, or no token free (with
+        what a fresh bucket takes first)."""
+        limiter = self._limiter
+        return self._jitters() \
+            or not limiter.has_capacity(min(self._carry, float(limiter.max_rate)) + 1)
 
     def _set(self, rate: float, *, empty: bool = False) -> None:
         """aiolimiter fixes a bucket's drip rate when it is made: a new rate is a new bucket,
