@@ -112,27 +112,21 @@ class FlowAssociations(Job):
         # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
         # built from the instance's partition, region and account where the input gave an ID.
         prefix = number_arn(batch, "")
-        arns = [prefix + number_id for number_id in ids.values()]
         answer = await ctx.aws.call(
             "connect", self.operation, region=batch.region, account=batch.account_id,
-            InstanceId=batch.instance_id, ResourceIds=arns, ResourceType=self.resource_type,
+            InstanceId=batch.instance_id,
+            ResourceIds=[prefix + number_id for number_id in ids.values()],
+            ResourceType=self.resource_type,
         )
-        listed = answer.data.get("FlowAssociationSummaryList", [])
-        # A hundred numbers answered at once: their rows are made a column at a time, in the
-        # order they were asked in (``ids``'s, the batch's less the numbers not found).
+        by_id = {
+            summary["ResourceId"].rsplit("/", 1)[-1].lower(): summary
+            for summary in answer.data.get("FlowAssociationSummaryList", [])
+        }
+        # A hundred numbers answered at once: their rows are made a column at a time.
         items = [item for item in batch.items if item.item_key in ids] \
             if outcomes else list(batch.items)
-        number_ids = list(ids.values())
-        # The answer names a number by the ARN it was asked with; one it names otherwise (an
-        # ARN spelled another way) is found by the ID at the end of it.
-        by_arn = {summary["ResourceId"]: summary for summary in listed}
-        summaries = [by_arn.get(arn) for arn in arns]
-        if len(summaries) - summaries.count(None) < len(listed):
-            by_id = {summary["ResourceId"].rsplit("/", 1)[-1].lower(): summary
-                     for summary in listed}
-            summaries = [by_id.get(number_id) for number_id in number_ids]
-            arns = [summary["ResourceId"] if summary else arn
-                    for summary, arn in zip(summaries, arns, strict=True)]
+        number_ids = [ids[item.item_key] for item in items]
+        summaries = [by_id.get(number_id) for number_id in number_ids]
         flow_ids = [summary.get("FlowId") if summary else None for summary in summaries]
         # E.164 numbers where the input or the instance's listing gave them (none when the
         # input gave IDs: its numbers carry no data); a flow's name once per flow.
@@ -141,7 +135,10 @@ class FlowAssociations(Job):
             for item, number_id in zip(items, number_ids, strict=True)] \
             if resolved.e164 or any(item.data for item in items) else [None] * len(items)
         names = {flow_id: flows.name_of(flow_id) for flow_id in set(flow_ids)} if flows else {}
-        columns = number_columns(batch, number_ids, alias=alias, e164=e164, arns=arns)
+        columns = number_columns(
+            batch, number_ids, alias=alias, e164=e164,
+            arns=[summary["ResourceId"] if summary else prefix + number_id
+                  for summary, number_id in zip(summaries, number_ids, strict=True)])
         columns |= {
             "resource_type": [self.resource_type] * len(items),
             "flow_id": flow_ids,
