@@ -342,8 +342,7 @@ def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
             time.sleep(burst / rate)  # the quota's bucket full again, as for a first run
             figures = measure(sandbox, n, run)
             shares = figures["result"] if name.startswith("two runs") else None
-            note = (" / ".join(f"{share / rate:.2f} R" for share in shares) + " each"
-                    if shares else "")
+            note = each_share(shares, rate) if shares else ""
             rows.append(row(name, figures, rate, note))
     finally:
         sandbox.stop()
@@ -374,11 +373,16 @@ def neighbours(rate: float, calls: int, repeat: int, rows: list[list[str]]) -> N
             time.sleep(burst / rate)
             figures = measure(sandbox, len(batches(world)),
                               lambda: run_neighbours(sandbox, world, *told))
-            note = " / ".join(f"{share / rate:.2f} R" for share in figures["result"]) + " each"
+            note = each_share(figures["result"], rate)
             rows.append(row(f"two runs sharing the quota ({attempt + 1} of {repeat})", figures,
                             rate, note))
     finally:
         sandbox.stop()
+
+
+def each_share(shares: list[float], rate: float) -> str:
+    """Two neighbours' rates as shares of the quota, for a row's note."""
+    return " / ".join(f"{share / rate:.2f} R" for share in shares) + " each"
 
 
 def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]],

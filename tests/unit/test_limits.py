@@ -285,10 +285,11 @@ def test_would_wait_says_whether_acquire_suspends() -> None:
     anyio.run(body)
 
 
-def test_paced_calls_leave_at_random_points_of_their_interval_before_any_throttle(
+def test_calls_leave_at_random_points_of_their_interval_before_any_throttle(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Each acquire of an adaptive limiter, never throttled, sleeps a random share of the
-    interval after its token (a spy on the sleep); a fixed rate leaves on the token."""
+    interval after its token, even a token that was free (a spy on the sleep); a fixed rate
+    leaves on the token."""
     slept: dict[bool, list[float]] = {True: [], False: []}
     real_sleep = anyio.sleep
     adaptive = True
