@@ -98,7 +98,7 @@ class Window:
         self.sandbox, self.target, self.ops = sandbox, target, ops
         #: the process making the calls, once started (``watch``): its CPU while calling
         self.pid: int | None = None
-        self.cpu: list[float] = []
+        self.cpu: list[tuple[float, float]] = []  # (all its threads, its main thread)
         base = sandbox.control("stats")
         self.base = (self._ok(base), self._sum(base, "calls"), self._sum(base, "throttled"))
         self.first: float | None = None
@@ -141,15 +141,22 @@ class Window:
         assert self.first is not None and self.last is not None, "the work did not finish"
         return {"rate": self.target / max(self.last - self.first, 1e-9),
                 "throttled": throttled / max(made, 1), "made": made,
-                "cpu_calling_s": self.cpu[1] - self.cpu[0]}
+                "cpu_calling_s": self.cpu[1][0] - self.cpu[0][0],
+                "cpu_calling_main_s": self.cpu[1][1] - self.cpu[0][1]}
 
 
-def process_cpu(pid: int | None) -> float:
-    """CPU seconds a process has used so far, all its threads (0 when none is watched)."""
+def process_cpu(pid: int | None) -> tuple[float, float]:
+    """CPU seconds a process has used so far: all its threads, and its main thread (the
+    event loop's: the others are the worker threads writing files, and Polars'); zeros when
+    none is watched."""
     if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+
+    def used(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return used(f"/proc/{pid}/stat"), used(f"/proc/{pid}/task/{pid}/stat")
 
 
 def write_input(path: Path, world: list[tuple[str, list[str]]]) -> Path:
@@ -229,14 +236,16 @@ def run_aiometer(sandbox: Sandbox, work: list[tuple[str, list[str]]], rate: floa
 
 def run_bare_aiobotocore(sandbox: Sandbox, work: list[tuple[str, list[str]]],
                          concurrency: int, watch: Callable[[int], None] | None = None,
-                         ) -> dict[str, float]:
+                         *, through: str = "aiobotocore") -> dict[str, float]:
     """The bare loop in a process of its own, as connect-bulk runs: its CPU is its own (the
     bench's poller thread is not in it). It lingers half a second after its last call, so
-    that the poller reads its CPU before it exits."""
+    that the poller reads its CPU before it exits. ``through="caller"``: the same loop makes
+    its calls through connect-bulk's ``Caller`` (limiter, slots, retries, counters), and
+    nothing else of the engine."""
     listed = Path(tempfile.mkdtemp()) / "work.json"
     listed.write_text(json.dumps(work))
     process = subprocess.Popen([PY, __file__, "--bare-child", sandbox.url, str(concurrency),
-                                str(listed)], env=ENV)
+                                str(listed), through], env=ENV)
     if watch is not None:
         watch(process.pid)
     _, status, usage = os.wait4(process.pid, 0)
@@ -244,39 +253,53 @@ def run_bare_aiobotocore(sandbox: Sandbox, work: list[tuple[str, list[str]]],
     return {"cpu_s": usage.ru_utime + usage.ru_stime}
 
 
-def bare_child(url: str, concurrency: int, listed: Path) -> None:
+def bare_child(url: str, concurrency: int, listed: Path, through: str) -> None:
     import aiobotocore.session
     from botocore.config import Config
 
     work = [tuple(batch) for batch in json.loads(listed.read_text())]
+    # The calls flow-associations makes: an instance's alias and flows (for the names), then
+    # its numbers' flows; all the look-ups first, as a script would.
+    instances = list(dict.fromkeys(instance for instance, _ in work))
+    queue = list(work)
 
-    async def main() -> None:
+    async def loop(call: Callable[..., Any]) -> None:
+        async def look_up() -> None:
+            while instances:
+                instance = instances.pop()
+                await call("DescribeInstance", InstanceId=instance)
+                await call("ListContactFlows", InstanceId=instance, MaxResults=1000)
+
+        async def worker() -> None:
+            while queue:
+                instance, ids = queue.pop()
+                await call("BatchGetFlowAssociation", InstanceId=instance, ResourceIds=ids,
+                           ResourceType="VOICE_PHONE_NUMBER")
+
+        await asyncio.gather(*(look_up() for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    async def bare() -> None:
         session = aiobotocore.session.get_session()
         config = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency)
         async with session.create_client("connect", endpoint_url=url,
                                          region_name="us-east-1", config=config,
                                          **CREDS) as client:
-            # The calls flow-associations makes: an instance's alias and flows (for the
-            # names), then its numbers' flows; all the look-ups first, as a script would.
-            instances = list(dict.fromkeys(instance for instance, _ in work))
-            queue = list(work)
+            await loop(lambda operation, **params: getattr(
+                client, xform_name(operation))(**params))
 
-            async def look_up() -> None:
-                while instances:
-                    instance = instances.pop()
-                    await client.describe_instance(InstanceId=instance)
-                    await client.list_contact_flows(InstanceId=instance, MaxResults=1000)
+    async def through_caller() -> None:
+        from connect_bulk.pipeline.aws import AwsSettings, Caller
 
-            async def worker() -> None:
-                while queue:
-                    instance, ids = queue.pop()
-                    await client.batch_get_flow_association(InstanceId=instance,
-                                                            ResourceIds=ids)
+        settings = AwsSettings(region="us-east-1", endpoint_url=url, rate=100_000,
+                               burst=1000, adaptive=False, concurrency=concurrency)
+        async with Caller(settings) as caller:
+            await loop(lambda operation, **params: caller.call(
+                "connect", operation, region="us-east-1", account="123456789012", **params))
 
-            await asyncio.gather(*(look_up() for _ in range(concurrency)))
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+    from botocore import xform_name
 
-    asyncio.run(main())
+    asyncio.run(bare() if through == "aiobotocore" else through_caller())
     time.sleep(0.5)
 
 
@@ -427,6 +450,9 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
             return {
                 "bare": lambda watch: run_bare_aiobotocore(sandbox, batches(work), concurrency,
                                                            watch),
+                "caller": lambda watch: run_bare_aiobotocore(sandbox, batches(work),
+                                                             concurrency, watch,
+                                                             through="caller"),
                 "fixed": lambda watch: run_connect_bulk(sandbox, paths[size], *fast,
                                                         "--no-adaptive", watch=watch),
                 "adaptive": lambda watch: run_connect_bulk(sandbox, paths[size], *fast,
@@ -437,6 +463,7 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
 
         rates: dict[str, list[float]] = {}
         calling: dict[str, list[float]] = {}
+        calling_main: dict[str, list[float]] = {}
         cpu: dict[str, dict[str, list[float]]] = {"small": {}, "large": {}}
         for _ in range(3):
             for size in ("small", "large"):
@@ -446,14 +473,22 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
                     if size == "small":
                         rates.setdefault(name, []).append(figures["rate"])
                     calling.setdefault(name, []).append(figures["cpu_calling_s"] / target)
+                    calling_main.setdefault(name, []).append(
+                        figures["cpu_calling_main_s"] / target)
                     cpu[size].setdefault(name, []).append(figures["result"]["cpu_s"])
         per_call = {name: (statistics.median(cpu["large"][name])
                            - statistics.median(cpu["small"][name])) / (3 * n)
                     for name in rates}
         while_calling = {name: statistics.median(values) for name, values in calling.items()}
+        # What the other threads took: the engine's file writes (the log's fsyncs, the parts),
+        # and Polars' own threads encoding them.
+        elsewhere = {name: while_calling[name] - statistics.median(values)
+                     for name, values in calling_main.items()}
         bare = statistics.median(rates["bare"])
         labels = {
             "bare": f"bare aiobotocore, {concurrency} workers",
+            "caller": f"the same loop through connect-bulk's Caller, {concurrency} workers "
+                      "(limiter, slots, retries, counters; no job, no journal)",
             "fixed": f"connect-bulk --concurrency {concurrency} --no-adaptive",
             "adaptive": f"connect-bulk --concurrency {concurrency}, adaptive from scratch "
                         f"(slow start from {AdaptiveRate.START_RATE:g}/s)",
@@ -464,8 +499,9 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
             rate = statistics.median(rates[name])
             rows.append([label, f"{rate:.1f}", f"{rate / bare:.3f}", "", str(n),
                          f"CPU a call: {while_calling[name] * 1000:.2f} ms while calling "
-                         f"({while_calling[name] / while_calling['bare']:.2f}x), "
-                         f"{per_call[name] * 1000:.2f} ms over the whole run "
+                         f"({while_calling[name] / while_calling['bare']:.2f}x; "
+                         f"{elsewhere[name] * 1000:.2f} ms of it off the event loop's "
+                         f"thread), {per_call[name] * 1000:.2f} ms over the whole run "
                          f"({per_call[name] / per_call['bare']:.2f}x)"])
         return {"bare": bare, "engine": statistics.median(rates["fixed"])}
     finally:
@@ -642,11 +678,11 @@ def main() -> None:
                                            "startup"])
     parser.add_argument("--repeat", type=int, default=5,
                         help="how many times --only neighbours measures its row")
-    parser.add_argument("--bare-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_child:
-        url, concurrency, listed = args.bare_child
-        bare_child(url, int(concurrency), Path(listed))
+        url, concurrency, listed, through = args.bare_child
+        bare_child(url, int(concurrency), Path(listed), through)
         return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {platform.platform()}")
