@@ -46,6 +46,10 @@ class FlowAssociations(Job):
     columns = (INSTANCE_COLUMN, NUMBER_COLUMN)
     operation = "BatchGetFlowAssociation"
     batch_size = 100
+    # The first batches of each instance wait for its look-ups (alias, flow names) before
+    # their call: four batches in flight a call slot keep the slots calling meanwhile (with
+    # 100 ms a call, 0.97 of a bare loop's rate against 0.47 with one).
+    batches_per_slot = 4
     split_codes = frozenset(
         {"ResourceNotFoundException", "InvalidParameterException", "InvalidRequestException"}
     )

@@ -32,6 +32,7 @@ from .errors import (
     Throttled,
     UsageError,
 )
+from .job import answer_slot_to_take
 from .learned import LearnedRates
 from .limits import AdaptiveRate, Backoff
 from .redact import remember
@@ -266,12 +267,16 @@ class Caller:
             self._waiting.discard(scope)
 
     async def _wait_turn(self, limiter: AdaptiveRate, hold_slot: bool) -> bool:
-        """Wait for a token of ``limiter`` and, if ``hold_slot``, a slot; ``True`` when a slot
-        was taken. Raises ``Abandoned`` once the run stops, however far the wait got."""
+        """Wait for the batch's ``AnswerSlot``, a token of ``limiter`` and, if ``hold_slot``, a
+        slot (``True`` when taken). Raises ``Abandoned`` once the run stops, however far it got."""
         slot = False
-        waits = limiter.would_wait() or (hold_slot and not self._slots.value)
+        answer = answer_slot_to_take()
+        waits = limiter.would_wait() or (hold_slot and not self._slots.value) \
+            or (answer is not None and not answer.places.value)
         # With a token and a slot free, neither acquire suspends: there is no wait to stop.
         with self._until_stopped() if waits else contextlib.nullcontext():
+            if answer is not None:
+                await answer.take()
             await limiter.acquire()
             if hold_slot:
                 await self._slots.acquire()

@@ -20,7 +20,7 @@ from anyio.lowlevel import checkpoint
 
 from .errors import Abandoned, AccessDenied, CallError, FatalError
 from .events import EventLog
-from .job import Batch, Context, Failure, Job, Outcome, items_in
+from .job import ANSWER_SLOT, AnswerSlot, Batch, Context, Failure, Job, Outcome, items_in
 from .journal import Entry, Journal
 from .rundir import utc_now
 
@@ -109,8 +109,18 @@ class Engine:
         self._denied: list[tuple[Batch, CallError]] = []
         # A batch that only waits (polls a status) holds no call slot, so a job may take more
         # batches than calls in flight; a mutating job never does: every batch it holds may
-        # change something.
-        in_flight = concurrency if job.changes_state else (job.max_in_flight or concurrency)
+        # change something. A job whose batches wait for look-ups before their call takes
+        # several a slot, and each batch holds one of --concurrency answer slots from its first
+        # call until its answers are durable (``job.AnswerSlot``): a crash makes again no more
+        # calls than --concurrency.
+        self._answer_places: anyio.Semaphore | None = None
+        if job.changes_state:
+            in_flight = concurrency
+        elif job.batches_per_slot > 1:
+            in_flight = job.batches_per_slot * concurrency
+            self._answer_places = anyio.Semaphore(concurrency, fast_acquire=True)
+        else:
+            in_flight = job.max_in_flight or concurrency
         self._batch_slots = anyio.Semaphore(in_flight, fast_acquire=True)
         self._on_progress = on_progress or (lambda _n: None)
         self._answered = False  # a batch of this execution has come back
@@ -192,9 +202,15 @@ class Engine:
 
     async def _run_batch(self, batch: Batch, send: anyio.abc.ObjectSendStream[
             Entry]) -> None:
+        answer = None
+        if self._answer_places is not None:
+            answer = AnswerSlot(self._answer_places)
+            ANSWER_SLOT.set(answer)  # this batch's task only: it runs in a context of its own
         try:
             await self._process(batch, send)
         finally:
+            if answer is not None and answer.held:
+                answer.places.release()
             self._batch_slots.release()
 
     async def _process(self, batch: Batch, send: anyio.abc.ObjectSendStream[

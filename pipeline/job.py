@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
@@ -75,6 +76,36 @@ class Batch:
             Batch(f"{self.batch_id}.2", self.instance_id, self.region, self.account_id,
                   self.items[middle:]),
         )
+
+
+@dataclass(slots=True)
+class AnswerSlot:
+    """A batch's place among the answers not yet durable, of which there are ``--concurrency``:
+    taken by the batch's first call (before its token and its call slot), given back by the
+    engine once the batch's answers are durable. A job may then hold more batches than call
+    slots, its batches waiting for their instance's look-ups without one, and a crash still
+    makes again at most ``--concurrency`` calls: those in flight and those answered but not yet
+    durable."""
+
+    places: anyio.Semaphore
+    held: bool = False
+
+    async def take(self) -> None:
+        await self.places.acquire()
+        self.held = True  # the engine gives it back, once the batch's answers are durable
+
+
+#: the answer slot of the batch whose task makes the call; the engine sets it in each batch's
+#: task for a job that holds more batches than call slots (``Job.batches_per_slot``)
+ANSWER_SLOT: ContextVar[AnswerSlot | None] = ContextVar("connect_bulk_answer_slot",
+                                                         default=None)
+
+
+def answer_slot_to_take() -> AnswerSlot | None:
+    """The answer slot the calling batch's call must take first: none when its job has none,
+    or when an earlier call of the batch took it."""
+    slot = ANSWER_SLOT.get()
+    return slot if slot is not None and not slot.held else None
 
 
 class Success(NamedTuple):
@@ -203,6 +234,11 @@ class Job(ABC):
     #: batches in flight at once; None: --concurrency. A job whose batches mostly wait (poll a
     #: status) takes more, since a waiting batch holds no call slot.
     max_in_flight: ClassVar[int | None] = None
+    #: batches in flight a call slot, for a job that only reads and whose batches wait for
+    #: look-ups before their call (an instance's, made once for all its batches): they wait
+    #: holding no call slot, and the answers not yet durable stay bounded by --concurrency
+    #: (``AnswerSlot``)
+    batches_per_slot: ClassVar[int] = 1
     #: job options that only widen what a redrive may do: ``retry`` accepts them again
     redrive_options: ClassVar[frozenset[str]] = frozenset()
 

@@ -4,6 +4,7 @@ against the sandbox: what a batch becomes, without a subprocess or a run directo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,7 +14,9 @@ from connect_bulk.jobs.associate_flows import AssociateFlows
 from connect_bulk.jobs.campaign_onboarding import CampaignOnboarding
 from connect_bulk.jobs.flow_associations import FlowAssociations
 from connect_bulk.pipeline.aws import AwsSettings, Caller
+from connect_bulk.pipeline.engine import Engine, Limits
 from connect_bulk.pipeline.errors import Abandoned, ClientFault
+from connect_bulk.pipeline.events import EventLog
 from connect_bulk.pipeline.job import (
     Batch,
     Context,
@@ -23,7 +26,10 @@ from connect_bulk.pipeline.job import (
     Success,
     one_by_one,
 )
+from connect_bulk.pipeline.journal import Journal
 from connect_bulk.pipeline.notes import Notes
+from connect_bulk.pipeline.rundir import RunDir
+from connect_bulk.pipeline.wal import GroupCommit
 
 from tests.cli.world import build_world
 from tests.conftest import Sandbox
@@ -211,3 +217,59 @@ def test_no_call_starts_once_the_run_stops_even_with_a_token_and_a_slot_free(
 
     assert _in_process(sandbox, stopped) == "abandoned"
     assert sandbox.stats()["calls"]["DescribeInstance"] == before + 1
+
+
+class HeldCommits(GroupCommit):
+    """The journal's fsyncs, held until the test lets them go: every answer stays not durable."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.go: anyio.Event | None = None
+
+    async def gather(self, receive: Any, first: Any) -> list[Any]:
+        assert self.go is not None
+        await self.go.wait()
+        return await super().gather(receive, first)
+
+
+def test_batches_beyond_the_call_slots_never_leave_more_answers_unwritten_than_the_concurrency(
+    sandbox: Sandbox, tmp_path: Path,
+) -> None:
+    """flow-associations holds four batches a call slot (their look-ups wait without one), but
+    a batch's first call takes one of --concurrency answer slots, given back only once its
+    answers are durable: with the log's fsyncs held, two calls go out and no third, so a crash
+    there would make again two calls, not eight."""
+    world = build_world(sandbox, instances=2, numbers_per_instance=400)
+    batches = [
+        _batch(instance["Id"], *((n.id, {}) for n in world.of(instance)[i:i + 100]))
+        for instance in world.instances for i in range(0, 400, 100)]
+    batches = [Batch(f"{b.instance_id}#{n:05d}", b.instance_id, b.region, b.account_id,
+                     b.items) for n, b in enumerate(batches)]
+    job = FlowAssociations()
+    assert job.batches_per_slot * 2 >= len(batches)  # all eight may be in flight at once
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    commits = HeldCommits()
+    journal = Journal(rundir, job.result_schema, commits=commits)
+    events = EventLog(run_id="t", log_format="json", path=tmp_path / "events.jsonl")
+    op = "BatchGetFlowAssociation"
+
+    async def main() -> None:
+        commits.go = anyio.Event()
+        settings = AwsSettings(endpoint_url=sandbox.url, region=REGION, rate=1000, burst=1000,
+                               concurrency=2)
+        async with Caller(settings) as caller, anyio.create_task_group() as group:
+            engine = Engine(job=job, context=Context(aws=caller, notes=Notes(None)),
+                            journal=journal, events=events, limits=Limits(), concurrency=2)
+            group.start_soon(engine.run, batches)
+            await anyio.to_thread.run_sync(sandbox.wait_for_calls, op, 2)
+            await anyio.sleep(1.0)  # time enough for a third call, were one let out
+            assert (await anyio.to_thread.run_sync(sandbox.stats))["calls"][op] == 2
+            commits.go.set()
+
+    try:
+        anyio.run(main)
+    finally:
+        events.close()
+    assert sandbox.stats()["calls"][op] == len(batches)
+    assert journal.counts.succeeded == 800
