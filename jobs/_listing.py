@@ -11,7 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 from connect_bulk.pipeline.errors import Abandoned, CallError, ClientFault
-from connect_bulk.pipeline.job import Batch, Context
+from connect_bulk.pipeline.job import ANSWER_SLOT, Batch, Context
 
 T = TypeVar("T")
 
@@ -35,10 +35,17 @@ class PerInstance(Generic[T]):
         if key not in self._done:
             async with self._locks.setdefault(key, anyio.Lock()):
                 if key not in self._done:
+                    # The instance's look-up, not the batch's answer: its calls take no answer
+                    # slot (``job.AnswerSlot``), so no batch holds one while it waits for this
+                    # lock (one that listed the numbers first would, and its holder would wait
+                    # for that slot).
+                    outside = ANSWER_SLOT.set(None)
                     try:
                         self._done[key] = (await self._look_up(ctx, batch), None)
                     except ClientFault as error:
                         self._done[key] = (None, error)
+                    finally:
+                        ANSWER_SLOT.reset(outside)
         value, refused = self._done[key]
         if refused is not None:
             raise refused

@@ -48,7 +48,7 @@ class FlowAssociations(Job):
     batch_size = 100
     # The first batches of each instance wait for its look-ups (alias, flow names) before
     # their call: four batches in flight a call slot keep the slots calling meanwhile (with
-    # 100 ms a call, 0.97 of a bare loop's rate against 0.47 with one).
+    # 100 ms a call, 0.97 of a bare loop's rate against 0.47 with one batch a slot).
     batches_per_slot = 4
     split_codes = frozenset(
         {"ResourceNotFoundException", "InvalidParameterException", "InvalidRequestException"}

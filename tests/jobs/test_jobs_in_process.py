@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import polars as pl
 import pytest
+from connect_bulk.jobs._listing import PerInstance
 from connect_bulk.jobs.associate_flows import AssociateFlows
 from connect_bulk.jobs.campaign_onboarding import CampaignOnboarding
 from connect_bulk.jobs.flow_associations import FlowAssociations
@@ -18,12 +19,15 @@ from connect_bulk.pipeline.engine import Engine, Limits
 from connect_bulk.pipeline.errors import Abandoned, ClientFault
 from connect_bulk.pipeline.events import EventLog
 from connect_bulk.pipeline.job import (
+    ANSWER_SLOT,
+    AnswerSlot,
     Batch,
     Context,
     Failure,
     Item,
     Outcome,
     Success,
+    answer_slot_to_take,
     one_by_one,
 )
 from connect_bulk.pipeline.journal import Journal
@@ -232,6 +236,41 @@ class HeldCommits(GroupCommit):
         return await super().gather(receive, first)
 
 
+def _engine(sandbox: Sandbox, tmp_path: Path, batches: list[Batch], *, concurrency: int,
+            commits: GroupCommit | None = None,
+            meanwhile: Callable[[], Awaitable[None]] | None = None) -> Journal:
+    """The engine running flow-associations over ``batches`` in this process (a real
+    ``Caller`` against the sandbox), ``meanwhile`` beside it; returns its journal."""
+    job = FlowAssociations()
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    journal = Journal(rundir, job.result_schema, commits=commits)
+    events = EventLog(run_id="t", log_format="json", path=tmp_path / "events.jsonl")
+
+    async def main() -> None:
+        settings = AwsSettings(endpoint_url=sandbox.url, region=REGION, rate=1000, burst=1000,
+                               concurrency=concurrency)
+        with anyio.fail_after(60):  # a deadlock fails, it does not hang
+            async with Caller(settings) as caller, anyio.create_task_group() as group:
+                engine = Engine(job=job, context=Context(aws=caller, notes=Notes(None)),
+                                journal=journal, events=events, limits=Limits(),
+                                concurrency=concurrency)
+                group.start_soon(engine.run, batches)
+                if meanwhile is not None:
+                    await meanwhile()
+
+    try:
+        anyio.run(main)
+    finally:
+        events.close()
+    return journal
+
+
+def _numbered(batches: list[Batch]) -> list[Batch]:
+    return [Batch(f"{b.instance_id}#{n:05d}", b.instance_id, b.region, b.account_id, b.items)
+            for n, b in enumerate(batches)]
+
+
 def test_batches_beyond_the_call_slots_never_leave_more_answers_unwritten_than_the_concurrency(
     sandbox: Sandbox, tmp_path: Path,
 ) -> None:
@@ -240,36 +279,59 @@ def test_batches_beyond_the_call_slots_never_leave_more_answers_unwritten_than_t
     answers are durable: with the log's fsyncs held, two calls go out and no third, so a crash
     there would make again two calls, not eight."""
     world = build_world(sandbox, instances=2, numbers_per_instance=400)
-    batches = [
+    batches = _numbered([
         _batch(instance["Id"], *((n.id, {}) for n in world.of(instance)[i:i + 100]))
-        for instance in world.instances for i in range(0, 400, 100)]
-    batches = [Batch(f"{b.instance_id}#{n:05d}", b.instance_id, b.region, b.account_id,
-                     b.items) for n, b in enumerate(batches)]
-    job = FlowAssociations()
-    assert job.batches_per_slot * 2 >= len(batches)  # all eight may be in flight at once
-    rundir = RunDir(tmp_path / "run")
-    rundir.create()
+        for instance in world.instances for i in range(0, 400, 100)])
+    assert FlowAssociations.batches_per_slot * 2 >= len(batches)  # all eight in flight at once
     commits = HeldCommits()
-    journal = Journal(rundir, job.result_schema, commits=commits)
-    events = EventLog(run_id="t", log_format="json", path=tmp_path / "events.jsonl")
     op = "BatchGetFlowAssociation"
 
-    async def main() -> None:
+    async def hold_then_let_go() -> None:
         commits.go = anyio.Event()
-        settings = AwsSettings(endpoint_url=sandbox.url, region=REGION, rate=1000, burst=1000,
-                               concurrency=2)
-        async with Caller(settings) as caller, anyio.create_task_group() as group:
-            engine = Engine(job=job, context=Context(aws=caller, notes=Notes(None)),
-                            journal=journal, events=events, limits=Limits(), concurrency=2)
-            group.start_soon(engine.run, batches)
-            await anyio.to_thread.run_sync(sandbox.wait_for_calls, op, 2)
-            await anyio.sleep(1.0)  # time enough for a third call, were one let out
-            assert (await anyio.to_thread.run_sync(sandbox.stats))["calls"][op] == 2
-            commits.go.set()
+        await anyio.to_thread.run_sync(sandbox.wait_for_calls, op, 2)
+        await anyio.sleep(1.0)  # time enough for a third call, were one let out
+        assert (await anyio.to_thread.run_sync(sandbox.stats))["calls"][op] == 2
+        commits.go.set()
 
-    try:
-        anyio.run(main)
-    finally:
-        events.close()
+    journal = _engine(sandbox, tmp_path, batches, concurrency=2, commits=commits,
+                      meanwhile=hold_then_let_go)
     assert sandbox.stats()["calls"][op] == len(batches)
     assert journal.counts.succeeded == 800
+
+
+def test_batches_of_e164_numbers_share_their_instances_look_ups_at_concurrency_1(
+    sandbox: Sandbox, tmp_path: Path,
+) -> None:
+    """Numbers by E.164: the first batch lists the instance's numbers, the others wait for it,
+    then all of them for its alias and flows, with one answer slot between them. (Had the
+    listing taken the lister's answer slot, a batch that took the alias's lock before the lister
+    would wait for that slot while the lister waits for the lock: whether it does depends on
+    the order the tasks run in, so the test below checks the look-up itself.)"""
+    world = build_world(sandbox, instances=1, numbers_per_instance=300)
+    (instance,) = world.instances
+    batches = _numbered([
+        _batch(instance["Id"], *((n.e164, {"phone_number": n.e164})
+                                 for n in world.of(instance)[i:i + 100]))
+        for i in range(0, 300, 100)])
+    journal = _engine(sandbox, tmp_path, batches, concurrency=1)
+    assert journal.counts.succeeded == 300
+    calls = sandbox.stats()["calls"]
+    assert (calls["ListPhoneNumbersV2"], calls["DescribeInstance"]) == (1, 1)
+
+
+def test_an_instances_look_up_takes_no_answer_slot_and_leaves_the_batchs_to_its_call() -> None:
+    seen: list[AnswerSlot | None] = []
+
+    async def look_up(ctx: Context, batch: Batch) -> str:
+        seen.append(answer_slot_to_take())
+        return "alias"
+
+    async def main() -> None:
+        slot = AnswerSlot(anyio.Semaphore(1))
+        ANSWER_SLOT.set(slot)
+        ctx: Any = None  # the look-up above makes no call
+        assert await PerInstance(look_up).of(ctx, _batch("i", ("k", {}))) == "alias"
+        assert answer_slot_to_take() is slot  # the batch's own call takes it
+
+    anyio.run(main)
+    assert seen == [None]
