@@ -115,8 +115,11 @@ class Caller:
         import aioboto3
         from botocore.exceptions import ProfileNotFound
 
+        from .answers import botocore_session
+
         try:
-            self._session = aioboto3.Session(profile_name=self.settings.profile)
+            self._session = aioboto3.Session(botocore_session=botocore_session(),
+                                             profile_name=self.settings.profile)
         except ProfileNotFound as exc:
             raise UsageError(f"AWS profile {self.settings.profile!r} not found") from exc
         await self._remember_credentials(self._session)
@@ -157,8 +160,9 @@ class Caller:
         if account not in self._sessions:
             import aioboto3
             from aiobotocore.credentials import AioDeferredRefreshableCredentials
-            from aiobotocore.session import get_session
             from botocore.credentials import CredentialProvider
+
+            from .answers import botocore_session
 
             role_arn = template.format(account=account)
 
@@ -188,10 +192,10 @@ class Caller:
                     return AioDeferredRefreshableCredentials(refresh_using=assume,
                                                              method=self.METHOD)
 
-            botocore_session = get_session()
-            resolver = botocore_session.get_component("credential_provider")
+            assumed = botocore_session()
+            resolver = assumed.get_component("credential_provider")
             resolver.insert_before(resolver.providers[0].METHOD, AssumedRole())
-            self._sessions[account] = aioboto3.Session(botocore_session=botocore_session)
+            self._sessions[account] = aioboto3.Session(botocore_session=assumed)
         return self._sessions[account]
 
     async def client(self, service: str, region: str, account: str = "caller") -> Any:
@@ -400,17 +404,13 @@ def classify(exc: BaseException) -> CallError | None:
     if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError
                   | boto.ProfileNotFound | boto.NoRegionError | boto.CredentialRetrievalError):
         return FatalError(type(exc).__name__, str(exc))
+    import aiohttp  # aiobotocore's transport
+
     connection_errors: tuple[type[BaseException], ...] = (
         boto.EndpointConnectionError, boto.ConnectionClosedError, boto.ReadTimeoutError,
         boto.ConnectTimeoutError, boto.ConnectionError, boto.HTTPClientError,
-        asyncio.TimeoutError, TimeoutError, ConnectionError,
+        asyncio.TimeoutError, TimeoutError, ConnectionError, aiohttp.ClientError,
     )
-    try:
-        import aiohttp
-
-        connection_errors += (aiohttp.ClientError,)
-    except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
-        pass
     if isinstance(exc, connection_errors):
         return ConnectionFailed(type(exc).__name__, str(exc) or type(exc).__name__)
     if isinstance(exc, boto.ParamValidationError):

@@ -386,7 +386,12 @@ class SandboxServer(ThreadedMotoServer):
 
         # Close the listener and every connection in the server's own loop (its trigger runs
         # the thunk there); the loop ends when nothing is left open, then the workers stop.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(self._channels))
+        try:
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(self._channels))
+        except OSError:
+            # The trigger's pipe is closed, so its loop can no longer be woken: close what is
+            # left from here (the loop, if it still runs, ends on its next pass).
+            wasyncore.close_all(self._channels, ignore_all=True)
         self._thread.join(timeout=30)
         server.task_dispatcher.shutdown()
 

@@ -4,11 +4,13 @@ say which, instead of every sandbox test failing with a 404 or a 500."""
 from __future__ import annotations
 
 import inspect
+import socket
 from importlib.metadata import version
 
 import boto3
 import moto.connect.urls
 import moto.connectcampaigns.urls
+import pytest
 from connect_bulk.pipeline.sandbox import SandboxServer, server
 from connect_bulk.pipeline.sandbox.campaigns import URL_PATHS as CAMPAIGN_PATHS
 from connect_bulk.pipeline.sandbox.connect_responses import URL_PATHS as CONNECT_PATHS
@@ -64,3 +66,18 @@ def test_an_in_process_sandbox_serves_the_added_operations() -> None:
             number["PhoneNumberId"]
         ]
         assert sandbox.injector.stats()["calls"]["ClaimPhoneNumber"] == 1
+
+
+def test_an_in_process_sandbox_stops_when_its_trigger_is_gone() -> None:
+    # The server's loop is woken through its trigger's pipe to close what it serves; when
+    # that pipe is closed already, stopping closes it all from the stopping thread instead.
+    sandbox = SandboxServer()
+    sandbox.start()
+    connect = boto3.client("connect", endpoint_url=sandbox.url, region_name="us-east-1",
+                           **CREDENTIALS)
+    connect.list_instances()
+    address = sandbox.get_host_and_port()
+    sandbox._waitress.trigger.close()
+    sandbox.stop()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=5).close()
