@@ -7,6 +7,7 @@ run does not list again). Shared by the jobs that take numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import polars as pl
@@ -23,6 +24,7 @@ NUMBER_ARN = (
 E164_LIKE = r"^\+?[0-9 ().\-]{4,}$"
 E164 = r"^\+[1-9][0-9]{1,14}$"
 NOT_FOUND = "PhoneNumberNotFound"
+KEY = attrgetter("item_key")
 NUMBER_COLUMN = Column("phone_number", ("phone_number_id", "phone_number_arn", "resource_id"),
                        help="phone number ID (UUID), phone number ARN, or E.164 number")
 
@@ -145,7 +147,9 @@ class NumberDirectory:
 
     @staticmethod
     def _names_e164(batch: Batch) -> bool:
-        return any(item.item_key.startswith("+") for item in batch.items)
+        # One search of the keys joined, not a test a number: an E.164 number starts with
+        # "+", and no key holds a line break.
+        return "\n+" in "\n" + "\n".join(map(KEY, batch.items))
 
     async def ahead(self, ctx: Context, batch: Batch) -> None:
         """The instance's listing, ahead (``Job.look_ahead``), when the batch names numbers by
@@ -155,7 +159,8 @@ class NumberDirectory:
 
     async def resolve(self, ctx: Context, batch: Batch) -> Resolved:
         if not self._names_e164(batch):
-            return Resolved({item.item_key: item.item_key for item in batch.items}, {}, [])
+            keys = list(map(KEY, batch.items))
+            return Resolved(dict(zip(keys, keys, strict=True)), {}, [])
         directory = await self._directories.of(ctx, batch)
         ids: dict[str, str] = {}
         failures: list[Outcome] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,9 @@ from ._numbers import (
 )
 
 RESOURCE_TYPES = ("VOICE_PHONE_NUMBER", "WHATSAPP_MESSAGING_PHONE_NUMBER")
+
+
+DATA = attrgetter("data")
 
 
 class FlowAssociations(Job):
@@ -116,37 +120,40 @@ class FlowAssociations(Job):
         # The model's ResourceIds shape is ARN (resourceArnListMaxLimit100): ask with ARNs,
         # built from the instance's partition, region and account where the input gave an ID.
         prefix = number_arn(batch, "")
+        number_ids = list(ids.values())  # the batch's numbers but those that failed, in order
+        arns = [prefix + number_id for number_id in number_ids]
         answer = await ctx.aws.call(
             "connect", self.operation, region=batch.region, account=batch.account_id,
-            InstanceId=batch.instance_id,
-            ResourceIds=[prefix + number_id for number_id in ids.values()],
-            ResourceType=self.resource_type,
+            InstanceId=batch.instance_id, ResourceIds=arns, ResourceType=self.resource_type,
         )
-        by_id = {
-            summary["ResourceId"].rsplit("/", 1)[-1].lower(): summary
-            for summary in answer.data.get("FlowAssociationSummaryList", [])
-        }
-        # A hundred numbers answered at once: their rows are made a column at a time.
+        # A hundred numbers answered at once: their rows are made a column at a time, and
+        # each summary found by the ARN asked for.
+        listed = answer.data.get("FlowAssociationSummaryList") or []
+        by_arn = {summary["ResourceId"]: summary for summary in listed}
+        summaries = list(map(by_arn.get, arns))
+        if len(summaries) - summaries.count(None) < len(by_arn):
+            # A summary names its number otherwise than asked (another case, or its ID):
+            # found by the number's ID, and named as answered.
+            by_id = {summary["ResourceId"].rsplit("/", 1)[-1].lower(): summary
+                     for summary in listed}
+            summaries = list(map(by_id.get, number_ids))
+            arns = [summary["ResourceId"] if summary else arn
+                    for summary, arn in zip(summaries, arns, strict=True)]
         items = [item for item in batch.items if item.item_key in ids] \
             if outcomes else list(batch.items)
-        number_ids = [ids[item.item_key] for item in items]
-        summaries = [by_id.get(number_id) for number_id in number_ids]
         flow_ids = [summary.get("FlowId") if summary else None for summary in summaries]
         # E.164 numbers where the input or the instance's listing gave them (none when the
         # input gave IDs: its numbers carry no data); a flow's name once per flow.
         e164: list[str | None] = [
             item.data.get("phone_number") or resolved.e164.get(number_id)
             for item, number_id in zip(items, number_ids, strict=True)] \
-            if resolved.e164 or any(item.data for item in items) else [None] * len(items)
+            if resolved.e164 or any(map(DATA, items)) else [None] * len(items)
         names = {flow_id: flows.name_of(flow_id) for flow_id in set(flow_ids)} if flows else {}
-        columns = number_columns(
-            batch, number_ids, alias=alias, e164=e164,
-            arns=[summary["ResourceId"] if summary else prefix + number_id
-                  for summary, number_id in zip(summaries, number_ids, strict=True)])
+        columns = number_columns(batch, number_ids, alias=alias, e164=e164, arns=arns)
         columns |= {
             "resource_type": [self.resource_type] * len(items),
             "flow_id": flow_ids,
-            "flow_name": [names.get(flow_id) for flow_id in flow_ids],
+            "flow_name": list(map(names.get, flow_ids)),
             "associated": [summary is not None for summary in summaries],
         }
         outcomes.append(Answered(items, columns, answer.attempts))

@@ -7,6 +7,7 @@ import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,20 +133,26 @@ def iter_batches(items: pl.DataFrame, *, chunk_rows: int = 20_000) -> Iterator[B
         last = bisect.bisect_left(ends, start + chunk_rows, lo=first)
         last = min(max(last, first), len(ends) - 1)  # at least one batch, at most all
         chunk = items.slice(start, ends[last] - start)
-        engine = [chunk[c].to_list() for c in ENGINE_COLUMNS]
+        bounds = [((ends[i - 1] if i else 0) - start, ends[i] - start)
+                  for i in range(first, last + 1)]
+        keys, input_rows = chunk["item_key"].to_list(), chunk["input_row"].to_list()
+        # A batch is one instance's: its ID, instance, region and account are read once a
+        # batch, not once an item (a category's string is a new object each time it is read).
+        heads = chunk.select("batch_id", *SHARED)[[a for a, _ in bounds]].rows()
         # A job's column that is null all through the chunk (a number's E.164, when the input
         # gives IDs) is left out of ``data``: a job reads it with ``get``.
         given = [c for c in data_columns if chunk[c].null_count() < chunk.height]
         values = [chunk[c].to_list() for c in given]
         data = [dict(zip(given, row, strict=True)) for row in zip(*values, strict=True)
                 ] if given else [NO_DATA] * chunk.height
-        rows = list(map(Item._make, zip(*engine, data, strict=True)))
-        batch_ids = chunk["batch_id"]
-        for index in range(first, last + 1):
-            a, b = (ends[index - 1] if index else 0) - start, ends[index] - start
-            head = rows[a]
-            yield Batch(batch_ids[a], head.instance_id, head.region, head.account_id,
-                        tuple(rows[a:b]))
+        for (batch_id, instance_id, region, account_id), (a, b) in zip(heads, bounds,
+                                                                       strict=True):
+            shared = repeat(instance_id), repeat(region), repeat(account_id)
+            # Items made by tuple.__new__ itself: no Python frame an item (Item() and
+            # Item._make each run one). The slices are of one length; the repeats, endless.
+            yield Batch(batch_id, instance_id, region, account_id, tuple(map(
+                tuple.__new__, repeat(Item),
+                zip(keys[a:b], *shared, input_rows[a:b], data[a:b], strict=False))))
         first = last + 1
 
 

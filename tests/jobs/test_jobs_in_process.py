@@ -80,6 +80,42 @@ def test_flow_associations_answers_ids_and_e164_and_fails_what_is_not_claimed(
     assert (calls["ListPhoneNumbersV2"], calls["BatchGetFlowAssociation"]) == (1, 1)
 
 
+class Renaming:
+    """The sandbox's answers, but each flow association names its number as ``rename`` writes
+    it (a service may answer otherwise than it was asked)."""
+
+    def __init__(self, calls: Any, rename: Callable[[str], str]) -> None:
+        self.calls, self.rename = calls, rename
+
+    async def call(self, service: str, operation: str, **kwargs: Any) -> Any:
+        answer = await self.calls.call(service, operation, **kwargs)
+        for summary in answer.data.get("FlowAssociationSummaryList", []):
+            summary["ResourceId"] = self.rename(summary["ResourceId"])
+        return answer
+
+
+@pytest.mark.parametrize("rename", [
+    lambda arn: arn,
+    lambda arn: arn.upper(),
+    lambda arn: arn.rsplit("/", 1)[1],
+], ids=["as asked", "upper case", "an ID"])
+def test_flow_associations_finds_each_number_however_the_answer_names_it(
+    sandbox: Sandbox, rename: Callable[[str], str],
+) -> None:
+    world = build_world(sandbox, instances=1, numbers_per_instance=4, associate_every=2)
+    instance = world.instances[0]["Id"]
+    batch = _batch(instance, *((n.id, {}) for n in world.numbers))
+    job = FlowAssociations()
+    outcomes: list[Outcome] = _in_process(
+        sandbox, lambda ctx: job.process(batch, Context(Renaming(ctx.aws, rename), ctx.notes)))
+    rows = {o.item.item_key: o.row for o in one_by_one(outcomes)
+            if isinstance(o, Success)}
+    assert {key: (row["flow_id"], row["associated"], row["phone_number_arn"])
+            for key, row in rows.items()} == {
+        n.id: (n.flow_arn, True, rename(n.arn)) if n.flow_arn else (None, False, n.arn)
+        for n in world.numbers}
+
+
 @pytest.mark.parametrize("job", [FlowAssociations(), AssociateFlows(dry_run=True)],
                          ids=["flow-associations", "associate-flows"])
 def test_an_instances_look_ups_made_ahead_are_not_made_again_by_its_batch(

@@ -54,3 +54,21 @@ def test_estimate_is_the_slowest_limiter() -> None:
     assert figures["estimated_s"] == (11 - 5) / 2  # one account and region: the slowest
     no_names = estimate(FlowAssociations(flow_names=False), planned.items, rate=2.0, burst=5.0)
     assert no_names["calls"] == {"BatchGetFlowAssociation": 11, "DescribeInstance": 2}
+
+
+def test_batches_give_every_planned_row_as_it_is_across_chunks() -> None:
+    items = _items({"a": 230, "b": 5, "c": 120}).with_columns(
+        # a job's column, given for one instance's numbers only
+        pl.when(pl.col("instance_id") == "c").then(pl.lit("+1555")).otherwise(None)
+        .alias("phone_number"))
+    planned = plan(FlowAssociations(), items, rows_total=355, rows_rejected=0).items
+    batches = list(iter_batches(planned, chunk_rows=150))
+    got = pl.DataFrame(
+        [{"batch_id": b.batch_id, **i._asdict()} | {"phone_number": i.data.get("phone_number")}
+         for b in batches for i in b.items], infer_schema_length=None).drop("data")
+    want = planned.select(got.columns).with_columns(
+        pl.col("batch_id", "instance_id", "region", "account_id").cast(pl.String))
+    assert got.equals(want)
+    assert all(b.instance_id == i.instance_id and b.region == i.region
+               for b in batches for i in b.items)
+    assert [len(b.items) for b in batches] == [100, 100, 30, 5, 100, 20]
