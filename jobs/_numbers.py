@@ -43,7 +43,10 @@ def normalize_numbers(frame: pl.LazyFrame) -> pl.LazyFrame:
         arn.field("1").alias("_num_region"),
         arn.field("2").alias("_num_account"),
         arn.field("3").str.to_lowercase().alias("_num_instance"),
-        number.str.replace_all(r"[ ().\-]", "").alias("_e164"),
+    ).with_columns(
+        # Only what is not an ID or an ARN: the pattern skips a null, not a value.
+        pl.when(pl.col("_number").is_null()).then(number).str.replace_all(r"[ ().\-]", "")
+        .alias("_e164"),
     )
 
 
