@@ -686,6 +686,17 @@ def main() -> None:
         return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {platform.platform()}")
+    # Every input, run directory and state the bench makes goes under one folder, removed at
+    # the end (a full bench makes a thousand of them).
+    with tempfile.TemporaryDirectory(prefix="connect-bulk-bench-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            measure_all(args)
+        finally:
+            tempfile.tempdir = None
+
+
+def measure_all(args: argparse.Namespace) -> None:
     lines: list[list[str]] = []
     if args.only in (None, "quota"):
         quota_and_peers(args.rate, args.calls, lines)
