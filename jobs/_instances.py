@@ -30,22 +30,26 @@ def partition_of(region: str) -> str:
 def normalize_instances(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Add ``_instance``, ``_inst_region``, ``_inst_account`` from ``instance_id``: a bare ID or
     an instance ARN, lower-cased (IDs and ARNs of one instance are one instance). Each distinct
-    value is read once and joined back (an instance repeats on every one of its numbers' rows;
-    the pattern over each row cost a third of reading a number's)."""
+    value is read once (an instance repeats on every one of its numbers' rows; the pattern over
+    each row cost a third of reading a number's) and its parts are put on its rows by value."""
     raw, arn = pl.col("instance_id"), pl.col("_inst_arn").struct
     distinct = frame.select(raw.unique()).with_columns(
         # The ARN's parts in one pass of the pattern (``extract_groups``), not one a part.
         raw.str.extract_groups(INSTANCE_ARN).alias("_inst_arn")).select(
         raw,
-        pl.when(raw.str.contains(f"^{UUID}$"))
-        .then(raw.str.to_lowercase())
-        .otherwise(arn.field("3").str.to_lowercase())
-        .alias("_instance"),
-        arn.field("1").alias("_inst_region"),
-        arn.field("2").alias("_inst_account"),
-    )
-    return frame.join(distinct, on="instance_id", how="left", nulls_equal=True,
-                      maintain_order="left")
+        pl.struct(
+            pl.when(raw.str.contains(f"^{UUID}$"))
+            .then(raw.str.to_lowercase())
+            .otherwise(arn.field("3").str.to_lowercase())
+            .alias("_instance"),
+            arn.field("1").alias("_inst_region"),
+            arn.field("2").alias("_inst_account"),
+        ).alias("parts"),
+    ).collect()
+    parts = raw.replace_strict(distinct["instance_id"], distinct["parts"], default=None)
+    return frame.with_columns(parts.alias("_parts")).with_columns(
+        pl.col("_parts").struct.field("_instance", "_inst_region", "_inst_account")
+    ).drop("_parts")
 
 
 def instance_reasons() -> list[tuple[pl.Expr, pl.Expr]]:
