@@ -61,7 +61,8 @@ def _map(key: Reader, value_reader: Reader) -> Reader:
     def read(value: Any) -> Any:
         if type(value) is not dict:
             raise Mismatch("not a map")
-        return {key(k): value_reader(v) for k, v in value.items() if v is not None}
+        # botocore keeps a null value of a map (not of a structure)
+        return {key(k): None if v is None else value_reader(v) for k, v in value.items()}
 
     return read
 

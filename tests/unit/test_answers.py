@@ -128,6 +128,19 @@ def test_each_answer_reads_as_botocore_reads_it(case: str, body: Any, botocores:
     assert given == botocores, case
 
 
+@pytest.mark.parametrize(("case", "tags"), [
+    ("a map", {"team": "billing", "cost-centre": "42"}),
+    ("a null in a map", {"team": None, "cost-centre": "42"}),
+    ("a number in a map of strings", {"team": 7}),
+])
+def test_a_map_reads_as_botocore_reads_it(case: str, tags: Any) -> None:
+    body = {"ClaimedPhoneNumberSummary": {"PhoneNumberId": "n1", "PhoneNumber": "+15550100",
+                                          "Tags": tags}}
+    want, got, given = _parse("DescribePhoneNumber", body)
+    assert got == want, case
+    assert given == (case == "a number in a map of strings"), case
+
+
 def test_an_error_answer_is_botocores() -> None:
     body = {"__type": "ThrottlingException", "Message": "slow down"}
     want, got, given = _parse("BatchGetFlowAssociation", body, status=429)
