@@ -4,8 +4,8 @@ the retries, and the per-operation call counters.
 Jobs make every call through ``Caller.call``: it waits for the limiter of (operation, account,
 region), holds one of the ``concurrency`` slots while the request is in flight, classifies what
 went wrong (``classify``, below: the one place botocore's and aiohttp's errors are mapped to
-connect-bulk's), and retries what is worth retrying with full-jitter backoff.
-The SDK's own retries are off, so every attempt is counted and rate-limited here.
+connect-bulk's), and retries what is worth retrying with full-jitter backoff. The SDK's own
+retries are off, so every attempt is counted and rate-limited here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 
-from . import __version__
 from .crashpoints import crashpoint
 from .errors import (
     Abandoned,
@@ -115,11 +114,12 @@ class Caller:
         import aioboto3
         from botocore.exceptions import ProfileNotFound
 
-        from .answers import botocore_session
+        from .answers import botocore_session, user_agent
 
         try:
-            self._session = aioboto3.Session(botocore_session=botocore_session(),
+            self._session = aioboto3.Session(botocore_session=(core := botocore_session()),
                                              profile_name=self.settings.profile)
+            self._user_agent = user_agent(core.get_config_variable("user_agent_appid"))
         except ProfileNotFound as exc:
             raise UsageError(f"AWS profile {self.settings.profile!r} not found") from exc
         await self._remember_credentials(self._session)
@@ -215,7 +215,7 @@ class Caller:
                         max_pool_connections=self.settings.concurrency,
                         connect_timeout=self.settings.connect_timeout_s,
                         read_timeout=self.settings.read_timeout_s,
-                        user_agent_extra=f"connect-bulk/{__version__}",
+                        user_agent=self._user_agent,
                     )
                     self._clients[key] = await self._stack.enter_async_context(
                         session.client(

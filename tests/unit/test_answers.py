@@ -1,18 +1,24 @@
 """``answers``: a successful rest-json answer read with orjson gives what botocore's own parser
 gives, through real clients against the sandbox and on answers made to differ from the model;
-anything it does not read the way botocore does is botocore's."""
+anything it does not read the way botocore does is botocore's. The engine's requests carry the
+User-Agent made once for them."""
 
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any
 
+import aiobotocore
 import anyio
+import botocore
 import botocore.session
 import pytest
 from aiobotocore.parsers import AioRestJSONParser
 from aiobotocore.session import get_session
+from connect_bulk.pipeline import __version__
 from connect_bulk.pipeline.answers import Parsers, PlainJSON, botocore_session, reader
+from connect_bulk.pipeline.aws import AwsSettings, Caller
 
 from tests.cli.world import build_world
 from tests.conftest import CREDENTIALS, NO_RETRIES, Sandbox
@@ -163,3 +169,35 @@ def test_only_rest_json_parsers_are_wrapped() -> None:
     parsers = Parsers()
     assert isinstance(parsers.create_parser("rest-json"), PlainJSON)
     assert not isinstance(parsers.create_parser("query"), PlainJSON)
+
+
+@pytest.mark.parametrize("app_id", [None, "nightly-migration"])
+def test_requests_carry_connect_bulks_user_agent(sandbox: Sandbox, app_id: str | None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made once, not by botocore for every request: connect-bulk's name first (as CloudTrail
+    shows who made a change), the libraries under it, and the user's application ID."""
+    if app_id:
+        monkeypatch.setenv("AWS_SDK_UA_APP_ID", app_id)
+    world = build_world(sandbox, instances=1, numbers_per_instance=1)
+    sent: list[str] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        agent = request.headers["User-Agent"]  # bytes, once the request is prepared
+        sent.append(agent.decode() if isinstance(agent, bytes) else agent)
+
+    async def main() -> None:
+        settings = AwsSettings(endpoint_url=sandbox.url, region="us-east-1")
+        async with Caller(settings) as caller:
+            client = await caller.client("connect", "us-east-1")
+            client.meta.events.register("before-send.connect", capture)
+            for _ in range(2):
+                await caller.call("connect", "DescribeInstance", region="us-east-1",
+                                  account="123456789012", InstanceId=world.instances[0]["Id"])
+
+    anyio.run(main)
+    assert len(sent) == 2 and sent[0] == sent[1]
+    agent = sent[0].split()
+    assert agent[:3] == [f"connect-bulk/{__version__}", f"aiobotocore/{aiobotocore.__version__}",
+                         f"botocore/{botocore.__version__}"]
+    assert agent[3] == f"Python/{platform.python_version()}"
+    assert agent[5:] == ([f"app/{app_id}"] if app_id else []), " ".join(agent)
