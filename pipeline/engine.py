@@ -26,6 +26,11 @@ from .rundir import utc_now
 
 MIN_ITEMS_FOR_FAILURE_RATE = 200
 DENIED_BATCHES_FOR_STORM = 10
+#: batches a job with ``batches_per_slot`` may hold beyond its call slots, whatever
+#: --concurrency: as many as 16 workers hold. More only cost CPU: at 64 workers, 256 batches in
+#: flight made 14-16% fewer calls a second than 112, at 1.34-1.39x the bare loop's CPU a call
+#: against 1.29-1.32x (sandbox, without latency and with 100 ms a call)
+MAX_WAITING_BATCHES = 48
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,12 +117,14 @@ class Engine:
         # change something. A job whose batches wait for look-ups before their call takes
         # several a slot, and each batch holds one of --concurrency answer slots from its first
         # call until its answers are durable (``job.AnswerSlot``): a crash makes again no more
-        # calls than --concurrency.
+        # calls than --concurrency. The batches beyond the call slots are a few dozen at most
+        # (``MAX_WAITING_BATCHES``).
         self._answer_places: anyio.Semaphore | None = None
         if job.changes_state:
             in_flight = concurrency
         elif job.batches_per_slot > 1:
-            in_flight = job.batches_per_slot * concurrency
+            in_flight = concurrency + min((job.batches_per_slot - 1) * concurrency,
+                                          MAX_WAITING_BATCHES)
             self._answer_places = anyio.Semaphore(concurrency, fast_acquire=True)
         else:
             in_flight = job.max_in_flight or concurrency

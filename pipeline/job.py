@@ -237,7 +237,7 @@ class Job(ABC):
     #: batches in flight a call slot, for a job that only reads and whose batches wait for
     #: look-ups before their call (an instance's, made once for all its batches): they wait
     #: holding no call slot, and the answers not yet durable stay bounded by --concurrency
-    #: (``AnswerSlot``)
+    #: (``AnswerSlot``); at most ``engine.MAX_WAITING_BATCHES`` beyond the call slots
     batches_per_slot: ClassVar[int] = 1
     #: job options that only widen what a redrive may do: ``retry`` accepts them again
     redrive_options: ClassVar[frozenset[str]] = frozenset()

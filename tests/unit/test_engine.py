@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import anyio
 import polars as pl
 import pytest
-from connect_bulk.pipeline.engine import Engine, Limits
+from connect_bulk.pipeline.engine import MAX_WAITING_BATCHES, Engine, Limits
 from connect_bulk.pipeline.errors import ClientFault, FatalError, ServerError
 from connect_bulk.pipeline.events import EventLog
 from connect_bulk.pipeline.job import (
@@ -142,6 +142,20 @@ def test_no_more_batches_in_flight_than_the_concurrency(tmp_path: Path) -> None:
     _run(tmp_path, job, _batches([3] * 40), concurrency=3)
     assert len(job.calls) == 40
     assert 1 < job.max_running <= 3
+
+
+class WaitingJob(SpyJob):
+    batches_per_slot = 4  # its batches wait for look-ups holding no call slot
+
+
+@pytest.mark.parametrize(("concurrency", "in_flight"), [(4, 16), (16, 64), (64, 64 + 48)])
+def test_batches_beyond_the_call_slots_are_a_few_dozen_at_most(
+        tmp_path: Path, concurrency: int, in_flight: int) -> None:
+    job = WaitingJob()
+    _run(tmp_path, job, _batches([1] * 300), concurrency=concurrency)
+    assert len(job.calls) == 300
+    assert job.max_running == in_flight == concurrency + min(3 * concurrency,
+                                                             MAX_WAITING_BATCHES)
 
 
 @pytest.mark.parametrize(("limit", "aborted"), [(0.5, True), (0.99, False)])
