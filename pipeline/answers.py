@@ -34,6 +34,8 @@ from aiobotocore.session import AioSession, get_session
 from botocore.model import Shape
 from botocore.utils import lowercase_dict
 
+from .errors import aws_setup_refused
+
 Reader = Callable[[Any], Any]
 _SCALARS: dict[str, tuple[type, ...]] = {
     "string": (str,), "boolean": (bool,), "integer": (int,), "long": (int,),
@@ -194,6 +196,23 @@ def botocore_session() -> AioSession:
     session.register_component("response_parser_factory", Parsers())
     session.user_agent_extra = ""  # the clients' User-Agent is ``user_agent``'s, whole
     return session
+
+
+def open_session(profile: str | None) -> tuple[Any, str]:
+    """The engine's aioboto3 session of ``profile`` (answers read with ``Parsers``) and the
+    User-Agent its clients are to be given. The AWS config and credentials files are read
+    here: a profile that is not there, or a file botocore cannot parse, is a ``UsageError``
+    (exit 2) said before any call, and for a new run before its directory is made."""
+    import aioboto3
+    from botocore.exceptions import ConfigParseError, ProfileNotFound
+
+    core = botocore_session()
+    try:
+        session = aioboto3.Session(botocore_session=core, profile_name=profile)
+        app_id = core.get_config_variable("user_agent_appid")
+    except (ProfileNotFound, ConfigParseError) as exc:
+        raise aws_setup_refused(exc, profile) from exc
+    return session, user_agent(app_id)
 
 
 @cache

@@ -111,17 +111,9 @@ class Caller:
         self.on_learned = on_learned
 
     async def __aenter__(self) -> Caller:
-        import aioboto3
-        from botocore.exceptions import ProfileNotFound
+        from .answers import open_session
 
-        from .answers import botocore_session, user_agent
-
-        try:
-            self._session = aioboto3.Session(botocore_session=(core := botocore_session()),
-                                             profile_name=self.settings.profile)
-            self._user_agent = user_agent(core.get_config_variable("user_agent_appid"))
-        except ProfileNotFound as exc:
-            raise UsageError(f"AWS profile {self.settings.profile!r} not found") from exc
+        self._session, self._user_agent = open_session(self.settings.profile)
         await self._remember_credentials(self._session)
         return self
 

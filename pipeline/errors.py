@@ -42,6 +42,17 @@ class UsageError(ConnectBulkError):
     exit_code = 2
 
 
+def aws_setup_refused(exc: Exception, profile: str | None) -> UsageError:
+    """botocore's ``ProfileNotFound`` or ``ConfigParseError`` (the AWS config or credentials
+    file), as the usage error it is: exit 2, one line naming the profile or the file."""
+    from botocore.exceptions import ProfileNotFound
+
+    if isinstance(exc, ProfileNotFound):
+        return UsageError(f"AWS profile {profile!r} not found")
+    return UsageError(f"{exc}: fix it, or point AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE "
+                      "to a file that parses")
+
+
 class InputError(UsageError):
     pass
 

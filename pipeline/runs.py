@@ -19,7 +19,7 @@ import polars as pl
 
 from . import __version__, signals
 from .crashpoints import crashpoint
-from .errors import UsageError
+from .errors import UsageError, aws_setup_refused
 from .execution import execute
 from .inputs import sha256_of
 from .job import Job, load_job_class
@@ -42,18 +42,22 @@ def expand_run_id(template: str | None, job: str, now: datetime) -> str:
     return run_id
 
 
-def default_region(options: RunOptions) -> str | None:
+def default_region(options: RunOptions, *, check_config: bool = False) -> str | None:
+    """``--region``, or the profile's. ``check_config``: read the AWS config and credentials
+    files even when ``--region`` is given (a new run, before its directory is made: a missing
+    profile or a file that does not parse is refused there, not once the run has started)."""
     settings = options.aws
-    if settings.region:
+    if settings.region and not check_config:
         return settings.region
-    import botocore.session
-    from botocore.exceptions import ProfileNotFound
+    import botocore.session  # not the engine's session: planning needs none of aiobotocore
+    from botocore.exceptions import ConfigParseError, ProfileNotFound
 
     try:
-        session = botocore.session.Session(profile=settings.profile)
-        region = session.get_config_variable("region")
-    except ProfileNotFound as exc:
-        raise UsageError(f"AWS profile {settings.profile!r} not found") from exc
+        configured = botocore.session.Session(
+            profile=settings.profile).get_config_variable("region")
+    except (ProfileNotFound, ConfigParseError) as exc:
+        raise aws_setup_refused(exc, settings.profile) from exc
+    region = settings.region or configured
     return str(region) if region else None
 
 
@@ -188,7 +192,7 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
         # Which shard this run is, and of which scopes.
         shard_record = {"shard": {"k": shard.k, "n": shard.n, "scopes": dealt.filter(
             pl.col("shard") == shard.k).drop("shard").to_dicts()}}
-    region = default_region(options)
+    region = default_region(options, check_config=True)
     if items.filter(pl.col("region").is_null()).height and not region:
         raise UsageError("no AWS region for the bare instance IDs: give --region or set "
                          "AWS_REGION (instance ARNs carry their own)")

@@ -217,6 +217,43 @@ def test_an_input_that_cannot_be_used_exits_2_with_one_line_and_no_call(
     assert sandbox.stats()["calls"] == {}
 
 
+@pytest.mark.parametrize("broken", ["profile", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"])
+def test_an_aws_setup_that_cannot_be_read_is_refused_before_the_run_directory(
+    sandbox: Sandbox, world: World, tmp_path: Path, broken: str
+) -> None:
+    """A profile that is not there, or an AWS config or credentials file that does not parse,
+    even with --region given: exit 2 and one line naming it, no run directory, no call; a run
+    started before the file broke is refused the same way on resume."""
+    arns = {i["Id"]: i["Arn"] for i in world.instances}
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"],
+                     [[arns[n.instance_id], n.id] for n in world.numbers])
+    unreadable = tmp_path / "aws-file"
+    unreadable.write_text("[default\nregion = us-east-1\n")  # no closing bracket
+    args: tuple[str, ...] = ("--profile", "nope") if broken == "profile" else ()
+    made = sandbox.stats()["calls"]  # building the world
+    env = {} if broken == "profile" else {broken: str(unreadable)}
+    code, _, run_dir = _run(sandbox, path, tmp_path / "out", "--log-format", "text", *args,
+                            **env)
+    said = "AWS profile 'nope' not found" if broken == "profile" else str(unreadable)
+    result = run_cli("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
+                     "--region", "us-east-1", "--out", str(tmp_path / "out"),
+                     "--log-format", "text", *args, **env)
+    assert code == result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and said in result.stderr, result.stderr
+    assert not run_dir.exists()
+    assert sandbox.stats()["calls"] == made
+    if broken == "profile":
+        return
+    code, _, run_dir = _run(sandbox, path, tmp_path / "out", "--rate", "1", "--burst", "1",
+                            "--concurrency", "1", "--deadline", "2s")
+    assert code == 4  # stopped with items pending
+    resumed = run_cli("resume", str(run_dir), "--log-format", "text", **env)
+    error = resumed.stderr.strip().splitlines()[-1]  # after the line saying it resumes
+    assert resumed.returncode == 2, resumed.stderr
+    assert error.startswith("connect-bulk: error: ") and str(unreadable) in error
+    assert "Traceback" not in resumed.stderr
+
+
 def test_a_missing_file_and_an_unknown_job_are_usage_errors(tmp_path: Path) -> None:
     missing = run_cli("run", "flow-associations", str(tmp_path / "none.csv"),
                       "--log-format", "text")
