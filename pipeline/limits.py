@@ -25,7 +25,9 @@ bucket and moves the bucket's rate as the service answers:
   the edge of the quota (the bucket holds what the cut under the grant saved), and the rate
   doubles into the quota again.
 - **Start slow** (TCP's slow start, RFC 5681): from ``START_RATE`` (or the ceiling when lower),
-  doubling every second of successes until the first throttle or the ceiling. A run that knows
+  doubling every second of successes until the first throttle or the ceiling. The throttle halves
+  what got through in the second before it, not the rate, which ran ahead of it (cutting the
+  rate, a run at 5x over its quota took seven throttles there, against five). A run that knows
   the rate an earlier run learned starts from it instead (``Learned``), never above the ceiling.
 - **A quota that grew is taken at once**: once the probe runs ``RESUME_ABOVE`` over the last
   grant with no throttle, the grant is out of date (the neighbour that shared the quota is
@@ -83,7 +85,7 @@ class AdaptiveRate:
     START_RATE = 10.0
     MARGIN = 0.03  # a measured cut goes this share under the grant
     BETA = 0.7  # a cut without a measurement keeps this share of the rate
-    SLOW_START_BETA = 0.5  # ... or, in slow start, the rate of a second ago
+    SLOW_START_BETA = 0.5  # ... or, in slow start, this share of what got through in a second
     K_MEASURED_S = 4.0  # seconds back to a measured grant, then probing above it
     K_BLIND_S = 2.0  # seconds back to the rate a blind cut left
     PROBE_S = 2.0  # seconds of probing past the plateau to reach RESUME_ABOVE over it
@@ -283,7 +285,12 @@ class AdaptiveRate:
             self._grant = grant
             self._start_below(grant, now)
         elif self._slow_start:
-            # The rate that doubled into the throttle never held: probe slowly above half of it.
+            # The rate that doubled into the throttle never held, nor did more than got through
+            # in the second before it (the rate runs ahead of the calls it lets out, doubling as
+            # each succeeds): probe slowly above half of that.
+            got = self._succeeded_between(sent_at - 1.0, sent_at)
+            if got >= self.MIN_HELD:
+                self._rate = min(self._rate, float(got))
             self._rate *= self.SLOW_START_BETA
             self._curve(self._rate, self._rate * (1 - self.MARGIN), self.K_MEASURED_S, now)
             self._epoch -= self.K_MEASURED_S  # from the convex part of the curve on

@@ -175,14 +175,16 @@ def test_slow_start_doubles_every_second_until_the_first_throttle_then_probes_ab
     clock = Clock()
     limiter = AdaptiveRate(1000.0, 5.0, clock=clock)
     assert limiter.rate == AdaptiveRate.START_RATE
-    started = clock.now
+    started, got = clock.now, 0
     while clock.now - started < 1.0:  # a second of calls at the limiter's own rate
         clock.now += 1 / limiter.rate
         limiter.on_success(clock.now)
+        got += 1
     assert limiter.rate == pytest.approx(2 * AdaptiveRate.START_RATE, rel=0.1)
+    assert got < 0.8 * limiter.rate  # the rate runs ahead of the calls that got through
     limiter.on_throttle(clock.now)
     halved = limiter.rate
-    assert halved == pytest.approx(AdaptiveRate.START_RATE, rel=0.1)
+    assert halved == pytest.approx(got * AdaptiveRate.SLOW_START_BETA, abs=0.6)
     # The rate that doubled into the throttle never held: the curve probes above the half that
     # did, back to slow start once it has held RESUME_ABOVE over it
     succeed(limiter, clock, 10.0, 0.9 * AdaptiveRate.PROBE_S)
