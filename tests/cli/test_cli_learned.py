@@ -88,7 +88,7 @@ def test_the_next_run_starts_from_the_rate_the_last_one_learned(
 def test_a_state_file_that_cannot_be_read_starts_from_scratch_and_is_written_anew(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    path, _ = _under_quota(sandbox, tmp_path, instances=1)
+    path, _ = _under_quota(sandbox, tmp_path, instances=3)  # long enough to measure a grant
     state = tmp_path / "state"
     state.mkdir()
     (state / "learned-rates.json").write_text('{"rates": {"x": ')  # torn by a full disk
@@ -102,7 +102,7 @@ def test_a_state_file_that_cannot_be_read_starts_from_scratch_and_is_written_ane
 def test_a_state_dir_that_cannot_be_written_is_a_warning_not_a_failed_run(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    path, _ = _under_quota(sandbox, tmp_path, instances=1)  # a rate to learn and keep
+    path, _ = _under_quota(sandbox, tmp_path, instances=3)  # a grant to measure and keep
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     run = _run(sandbox, path, tmp_path / "out", "r", "--state-dir", str(blocked / "state"))
