@@ -48,6 +48,9 @@ def aws_setup_refused(exc: Exception, profile: str | None) -> UsageError:
     from botocore.exceptions import ProfileNotFound
 
     if isinstance(exc, ProfileNotFound):
+        if profile is None:  # AWS_PROFILE's
+            return UsageError(f"AWS profile {exc.kwargs.get('profile')!r} (AWS_PROFILE) not "
+                              "found")
         return UsageError(f"AWS profile {profile!r} not found")
     return UsageError(f"{exc}: fix it, or point AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE "
                       "to a file that parses")

@@ -217,7 +217,8 @@ def test_an_input_that_cannot_be_used_exits_2_with_one_line_and_no_call(
     assert sandbox.stats()["calls"] == {}
 
 
-@pytest.mark.parametrize("broken", ["profile", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"])
+@pytest.mark.parametrize("broken", ["profile", "AWS_PROFILE", "AWS_CONFIG_FILE",
+                                    "AWS_SHARED_CREDENTIALS_FILE"])
 def test_an_aws_setup_that_cannot_be_read_is_refused_before_the_run_directory(
     sandbox: Sandbox, world: World, tmp_path: Path, broken: str
 ) -> None:
@@ -231,10 +232,12 @@ def test_an_aws_setup_that_cannot_be_read_is_refused_before_the_run_directory(
     unreadable.write_text("[default\nregion = us-east-1\n")  # no closing bracket
     args: tuple[str, ...] = ("--profile", "nope") if broken == "profile" else ()
     made = sandbox.stats()["calls"]  # building the world
-    env = {} if broken == "profile" else {broken: str(unreadable)}
+    env = {"profile": {}, "AWS_PROFILE": {broken: "nope"}}.get(broken, {broken: str(unreadable)})
     code, _, run_dir = _run(sandbox, path, tmp_path / "out", "--log-format", "text", *args,
                             **env)
-    said = "AWS profile 'nope' not found" if broken == "profile" else str(unreadable)
+    said = {"profile": "AWS profile 'nope' not found",
+            "AWS_PROFILE": "AWS profile 'nope' (AWS_PROFILE) not found"}.get(broken,
+                                                                         str(unreadable))
     result = run_cli("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
                      "--region", "us-east-1", "--out", str(tmp_path / "out"),
                      "--log-format", "text", *args, **env)
@@ -250,7 +253,7 @@ def test_an_aws_setup_that_cannot_be_read_is_refused_before_the_run_directory(
     resumed = run_cli("resume", str(run_dir), "--log-format", "text", **env)
     error = resumed.stderr.strip().splitlines()[-1]  # after the line saying it resumes
     assert resumed.returncode == 2, resumed.stderr
-    assert error.startswith("connect-bulk: error: ") and str(unreadable) in error
+    assert error.startswith("connect-bulk: error: ") and said in error
     assert "Traceback" not in resumed.stderr
 
 
