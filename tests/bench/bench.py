@@ -336,20 +336,8 @@ def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
     try:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
         path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
-        n = len(batches(world))
-        told, over = ["--rate", f"{rate:g}", "--burst", f"{burst:g}"], ["--rate", f"{5 * rate:g}"]
-        runs: dict[str, Callable[[], Any]] = {
-            f"`--rate {rate:g} --burst {burst:g}` (told the truth)":
-                lambda: run_connect_bulk(sandbox, path, *told),
-            f"`--rate {rate:g}` (default burst)":
-                lambda: run_connect_bulk(sandbox, path, "--rate", f"{rate:g}"),
-            f"`--rate {5 * rate:g}` (5x over, default burst)":
-                lambda: run_connect_bulk(sandbox, path, *over),
-            f"`--rate {5 * rate:g} --burst {5 * burst:g}` (5x over, proportional burst)":
-                lambda: run_connect_bulk(sandbox, path, *over, "--burst", f"{5 * burst:g}"),
-            f"two runs sharing the quota, each `--rate {rate:g} --burst {burst:g}`":
-                lambda: run_neighbours(sandbox, world, *told),
-        }
+        over = ["--rate", f"{5 * rate:g}"]
+        runs = settings(sandbox, world, path, rate)
         state = tempfile.mkdtemp(prefix="bench-state-")
         runs |= {
             f"`--rate {5 * rate:g}`, first run (learns the rate)":
@@ -362,15 +350,51 @@ def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
             f"aiobotocore + aiometer max_per_second={rate:g}": lambda: run_aiometer(
                 sandbox, batches(world), rate),
         }
-        for name, run in runs.items():
-            time.sleep(burst / rate)  # the quota's bucket full again, as for a first run
-            figures = measure(sandbox, n, run)
-            shares = figures["result"] if name.startswith("two runs") else None
-            note = each_share(shares, rate) if shares else ""
-            rows.append(row(name, figures, rate, note))
+        measure_each(sandbox, world, runs, rate, rows)
     finally:
         sandbox.stop()
     aws_default(rows)
+
+
+def settings(sandbox: Sandbox, world: list[tuple[str, list[str]]], path: Path,
+             rate: float) -> dict[str, Callable[[], Any]]:
+    """The settings a user may pick against a quota of ``rate`` with burst 2.5 times it."""
+    burst = 2.5 * rate
+    told, over = ["--rate", f"{rate:g}", "--burst", f"{burst:g}"], ["--rate", f"{5 * rate:g}"]
+    return {
+        f"`--rate {rate:g} --burst {burst:g}` (told the truth)":
+            lambda: run_connect_bulk(sandbox, path, *told),
+        f"`--rate {rate:g}` (default burst)":
+            lambda: run_connect_bulk(sandbox, path, "--rate", f"{rate:g}"),
+        f"`--rate {5 * rate:g}` (5x over, default burst)":
+            lambda: run_connect_bulk(sandbox, path, *over),
+        f"`--rate {5 * rate:g} --burst {5 * burst:g}` (5x over, proportional burst)":
+            lambda: run_connect_bulk(sandbox, path, *over, "--burst", f"{5 * burst:g}"),
+        f"two runs sharing the quota, each `--rate {rate:g} --burst {burst:g}`":
+            lambda: run_neighbours(sandbox, world, *told),
+    }
+
+
+def measure_each(sandbox: Sandbox, world: list[tuple[str, list[str]]],
+                 runs: dict[str, Callable[[], Any]], rate: float, rows: list[list[str]]) -> None:
+    for name, run in runs.items():
+        time.sleep(2.5)  # the quota's bucket (2.5 s of its rate) full again, as for a first run
+        figures = measure(sandbox, len(batches(world)), run)
+        shares = figures["result"] if name.startswith("two runs") else None
+        note = each_share(shares, rate) if shares else ""
+        rows.append(row(name, figures, rate, note))
+
+
+def low_quota(rate: float, calls: int, rows: list[list[str]]) -> None:
+    """The settings again against a low quota (R/s, burst 2.5 R, 50 ms), where a second is a
+    few calls."""
+    sandbox = Sandbox("--quota", f"{OP}={rate:g}/{2.5 * rate:g}", "--latency-ms", "50")
+    try:
+        world = sandbox.world(instances=calls // 30, per_instance=3000)
+        path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
+        measure_each(sandbox, world, settings(sandbox, world, path, rate), rate, rows)
+    finally:
+        sandbox.stop()
 
 
 def aws_default(rows: list[list[str]], calls: int = 60) -> None:
@@ -692,8 +716,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--big-rows", type=int, default=10_000_000,
                         help="the large input sizes planned (0: skip them)")
-    parser.add_argument("--only", choices=["quota", "neighbours", "overhead", "latency", "scale",
-                                           "startup"])
+    parser.add_argument("--low-rate", type=float, default=5.0, help="the low quota")
+    parser.add_argument("--low-calls", type=int, default=300, help="calls per low-quota row")
+    parser.add_argument("--only", choices=["quota", "low", "neighbours", "overhead", "latency",
+                                           "scale", "startup"])
     parser.add_argument("--repeat", type=int, default=5,
                         help="how many times --only neighbours measures its row")
     parser.add_argument("--bare-child", nargs=4, help=argparse.SUPPRESS)
@@ -718,6 +744,8 @@ def measure_all(args: argparse.Namespace) -> None:
     lines: list[list[str]] = []
     if args.only in (None, "quota"):
         quota_and_peers(args.rate, args.calls, lines)
+    if args.only in (None, "quota", "low"):
+        low_quota(args.low_rate, args.low_calls, lines)
     if args.only == "neighbours":
         neighbours(args.rate, args.calls, args.repeat, lines)
     if args.only in (None, "overhead"):

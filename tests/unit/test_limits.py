@@ -33,6 +33,16 @@ class Clock:
         return self.now
 
 
+def k_s(grant: float, k: float = AdaptiveRate.K_MEASURED_S) -> float:
+    """The curve's seconds back to ``grant``: ``k``, or ``K_CALLS`` calls of it."""
+    return max(k, AdaptiveRate.K_CALLS / grant)
+
+
+def probe_s(grant: float) -> float:
+    """The probe's seconds past the plateau: ``PROBE_S``, or ``PROBE_CALLS`` calls of it."""
+    return max(AdaptiveRate.PROBE_S, AdaptiveRate.PROBE_CALLS / grant)
+
+
 def succeed(limiter: AdaptiveRate, clock: Clock, rate: float, seconds: float) -> None:
     """Calls sent at ``rate`` a second for ``seconds``, each answered at once with success."""
     for _ in range(round(rate * seconds)):
@@ -52,9 +62,9 @@ def test_the_grant_between_two_throttles_is_measured_and_the_rate_goes_just_unde
     assert learned is not None and learned.measured
     assert learned.rate == pytest.approx(20.0, rel=0.02)
     # CUBIC: back at the grant after K seconds, then probing above it, slowly at first
-    succeed(limiter, clock, 20.0, AdaptiveRate.K_MEASURED_S)
+    succeed(limiter, clock, 20.0, k_s(20.0))
     assert limiter.rate == pytest.approx(20.0, rel=0.03)
-    succeed(limiter, clock, 20.0, AdaptiveRate.PROBE_S / 2)
+    succeed(limiter, clock, 20.0, probe_s(20.0) / 2)
     assert 20.0 < limiter.rate < 20.0 * (1 + AdaptiveRate.RESUME_ABOVE / 4)
 
 
@@ -77,7 +87,7 @@ def test_a_quota_that_grew_is_taken_in_seconds_not_along_the_curve() -> None:
     # Along CUBIC's curve alone, 8 -> 20 takes K + K * cbrt(1.5 / MARGIN), over 18 s; with the
     # concave half's C probing too, over 11 s.
     assert limiter.rate == 20.0
-    assert took < AdaptiveRate.K_MEASURED_S + AdaptiveRate.PROBE_S + 2.0
+    assert took < k_s(8.0) + probe_s(8.0) + 2.0
 
 
 def serve(limiter: AdaptiveRate, clock: Clock, quota: float, burst: float,
@@ -115,6 +125,37 @@ def test_a_run_at_the_edge_of_its_quota_never_goes_back_to_slow_start(burst: flo
     assert highest < 20.0 * (1 + AdaptiveRate.RESUME_ABOVE)
     assert made / 300.0 > 0.97 * 20.0
     assert throttled / made <= 0.01
+
+
+@in_loop
+@pytest.mark.parametrize(("quota", "most"), [(2.0, 0.03), (5.0, 0.02), (20.0, 0.01)])
+def test_at_a_low_quota_the_curve_is_timed_in_calls_and_throttles_stay_rare(
+        quota: float, most: float) -> None:
+    """A service's bucket refills by calls: at 2/s, two seconds of probing are four calls, and
+    a curve timed in seconds alone throttled 7.8% of the calls of a run told five times its
+    quota (3.1% at 5/s, 0.9% at 20/s). Timed in calls there too, nearly as few as at 20/s."""
+    clock = Clock()
+    limiter = AdaptiveRate(5 * quota, 2.5 * quota, clock=clock)
+    made, throttled, _ = serve(limiter, clock, quota, 2.5 * quota, 300.0)
+    assert throttled / made <= most
+    assert made / 300.0 > 0.97 * quota
+
+
+@in_loop
+def test_at_a_low_grant_the_way_back_and_the_probe_take_calls_not_seconds() -> None:
+    clock = Clock()
+    grant = 2.0
+    limiter = AdaptiveRate(10.0, 5.0, clock=clock, learned=Learned(grant, measured=True))
+    k = k_s(grant)
+    assert k > AdaptiveRate.K_MEASURED_S  # eight calls at 2/s: K_CALLS of them instead
+    succeed(limiter, clock, grant, AdaptiveRate.K_MEASURED_S + AdaptiveRate.PROBE_S)
+    assert limiter.rate < grant  # where a curve in seconds would be RESUME_ABOVE over it
+    succeed(limiter, clock, grant, k - AdaptiveRate.K_MEASURED_S - AdaptiveRate.PROBE_S)
+    assert limiter.rate == pytest.approx(grant, rel=0.01)
+    succeed(limiter, clock, grant, 0.9 * probe_s(grant))
+    assert grant < limiter.rate <= grant * (1 + AdaptiveRate.RESUME_ABOVE)
+    succeed(limiter, clock, grant, 0.2 * probe_s(grant) + 1.0)
+    assert limiter.rate > grant * (1 + AdaptiveRate.RESUME_ABOVE)  # the quota grew: slow start
 
 
 @in_loop
@@ -187,9 +228,9 @@ def test_slow_start_doubles_every_second_until_the_first_throttle_then_probes_ab
     assert halved == pytest.approx(got * AdaptiveRate.SLOW_START_BETA, abs=0.6)
     # The rate that doubled into the throttle never held: the curve probes above the half that
     # did, back to slow start once it has held RESUME_ABOVE over it
-    succeed(limiter, clock, 10.0, 0.9 * AdaptiveRate.PROBE_S)
+    succeed(limiter, clock, 10.0, 0.9 * probe_s(halved))
     assert halved < limiter.rate <= halved * (1 + AdaptiveRate.RESUME_ABOVE)
-    succeed(limiter, clock, 10.0, 0.2 * AdaptiveRate.PROBE_S + 1.0)
+    succeed(limiter, clock, 10.0, 0.2 * probe_s(halved) + 1.0)
     assert limiter.rate > 1.5 * halved
 
 
