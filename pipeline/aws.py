@@ -393,8 +393,15 @@ def classify(exc: BaseException) -> CallError | None:
         if code in TRANSIENT_CODES or (status is not None and status >= 500):
             return ServerError(code, message, http_status=status)
         return ClientFault(code, message, http_status=status)
+    if isinstance(exc, boto.SSOError | boto.TokenRetrievalError):
+        # An SSO sign-in that expired (the nightly run's usual way to lose its credentials):
+        # no call of the run can succeed until the user signs in again.
+        return FatalError(type(exc).__name__, f"{exc}; sign in again (aws sso login), then "
+                          "resume")
     if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError
-                  | boto.ProfileNotFound | boto.NoRegionError | boto.CredentialRetrievalError):
+                  | boto.ProfileNotFound | boto.NoRegionError | boto.CredentialRetrievalError
+                  | boto.UnknownCredentialError | boto.NoAuthTokenError
+                  | boto.InvalidConfigError | boto.ConfigNotFound):
         return FatalError(type(exc).__name__, str(exc))
     import aiohttp  # aiobotocore's transport
 

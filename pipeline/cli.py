@@ -8,6 +8,7 @@ that ``connect-bulk --help`` answers at once. Errors become one line at the edge
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -295,6 +296,11 @@ cli.add_command(demo)
 def entry(args: list[str] | None = None) -> int:
     """The command line on ``args``; its exit code. Every error is one line: a command's own
     at its edge, and here whatever no edge saw (option parsing, a job that cannot load)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        # Without a handler, Python prints what a library logs at WARNING and up, with any
+        # traceback attached, to stderr; a run's log takes them while it executes.
+        root.addHandler(logging.NullHandler())
     try:
         code = cli.main(args, prog_name="connect-bulk", standalone_mode=False)
     except SystemExit as exc:

@@ -3,10 +3,12 @@ console, as text on a TTY and as the same JSON lines otherwise (cron, pipes)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,3 +80,41 @@ class EventLog:
         prefix = f"{clock} {level}"
         head = record.get("message") or record["event"]
         return f"{prefix}{head}" + (f"  ({details})" if details else "")
+
+
+class _LibraryLog(logging.Handler):
+    def __init__(self, events: EventLog) -> None:
+        super().__init__(logging.WARNING)
+        self.events = events
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage().rstrip(".")
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None:
+                message += f": {type(exc).__name__}: {exc}"
+            if message in self.said:
+                return
+            self.said.add(message)
+            level = "error" if record.levelno >= logging.ERROR else "warning"
+            self.events.emit("library_warning", level=level, message=message,
+                             logger=record.name)
+        except Exception:  # a log line must never stop the run
+            pass
+
+
+@contextlib.contextmanager
+def library_warnings(events: EventLog) -> Iterator[None]:
+    """What the libraries log at WARNING and up while a run executes goes to its log as one
+    ``library_warning`` event each, once per distinct message: the message and the exception's
+    one line, never a traceback (aiobotocore logs "Refreshing temporary credentials failed"
+    with the traceback of an expired SSO sign-in, which Python's last-resort handler printed
+    to stderr)."""
+    handler = _LibraryLog(events)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)

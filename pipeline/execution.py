@@ -19,7 +19,7 @@ from .aws import Caller, OperationStats
 from .durations import parse_deadline
 from .engine import Engine, Limits, Stop, StopReason
 from .errors import Abandoned, CallError, DamagedRun, StorageError, TransientError, UsageError
-from .events import EventLog
+from .events import EventLog, library_warnings
 from .job import Context, Job, Phases
 from .journal import Journal
 from .notes import Notes
@@ -102,7 +102,7 @@ def _execute_logged(rundir: RunDir, run: dict[str, Any], job: Job, options: RunO
 
     journal.on_error = storage_failed
     events.on_error = storage_failed
-    with _young_collections_only():
+    with _young_collections_only(), library_warnings(events):
         calls = anyio.run(_run_async, job, options, journal, events, pending, deadline, report,
                           stop)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +11,7 @@ import pytest
 from connect_bulk.pipeline.sandbox.demo import SAMPLE_WORLD
 
 from tests.cli.world import World, build_world, read, write_csv
-from tests.conftest import Sandbox, run_cli
+from tests.conftest import CLI, Sandbox, cli_env, run_cli
 from tests.helpers import split_calls
 
 OP = "BatchGetFlowAssociation"
@@ -255,6 +256,48 @@ def test_an_aws_setup_that_cannot_be_read_is_refused_before_the_run_directory(
     assert resumed.returncode == 2, resumed.stderr
     assert error.startswith("connect-bulk: error: ") and said in error
     assert "Traceback" not in resumed.stderr
+
+
+@pytest.mark.parametrize("given", ["arn", "id"])
+def test_an_sso_sign_in_that_expired_stops_the_run_with_every_item_pending_and_one_line(
+    sandbox: Sandbox, world: World, tmp_path: Path, given: str
+) -> None:
+    """The nightly run's usual way to lose its credentials: its profile signs in through SSO,
+    and the token is gone by 2 a.m. As cron runs it, in a process of its own: exit 3, every
+    item pending for `resume`, the cause and what to do in one line, and aiobotocore's warning
+    (logged with a traceback, which Python printed to stderr) one line of the run's log. Every
+    item of instances given by ARN failed with exit 1 before, under a traceback a call (by ID,
+    the account's look-up comes first, and stopped the run)."""
+    config = tmp_path / "config"
+    config.write_text("[profile night]\nsso_session = corp\nsso_account_id = 123456789012\n"
+                      "sso_role_name = Admin\nregion = us-east-1\n\n[sso-session corp]\n"
+                      "sso_start_url = https://corp.example.com/start\nsso_region = us-east-1\n")
+    env = {k: v for k, v in cli_env().items() if k not in ("AWS_ACCESS_KEY_ID",
+                                                           "AWS_SECRET_ACCESS_KEY")}
+    env |= {"AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "night", "HOME": str(tmp_path)}
+    arns = {i["Id"]: i["Arn"] for i in world.instances}
+    path = write_csv(tmp_path / "in.csv", ["instance_id", "phone_number"], [
+        [arns[n.instance_id] if given == "arn" else n.instance_id, n.id] for n in world.numbers])
+    made = sandbox.stats()["calls"]
+    result = subprocess.run(
+        [*CLI, "run", "flow-associations", str(path), "--endpoint-url", sandbox.url, "--out",
+         str(tmp_path / "out"), "--run-id", "night", "--log-format", "text", "--no-progress"],
+        capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    said = result.stdout + result.stderr
+    assert "SSOTokenLoadError" in said and "aws sso login" in said
+    assert f"connect-bulk resume {tmp_path / 'out' / 'night'}" in said
+    summary = json.loads((tmp_path / "out" / "night" / "summary.json").read_text())
+    assert summary["state"] == "aborted"
+    assert summary["items_pending"] == summary["items_total"] == len(world.numbers)
+    assert summary["items_failed"] == 0
+    events = [json.loads(line) for line in
+              (tmp_path / "out" / "night" / "events.jsonl").read_text().splitlines()]
+    warned = [e for e in events if e["event"] == "library_warning"]
+    assert warned and all("\n" not in e["message"] for e in warned)
+    assert any("SSOTokenLoadError" in e["message"] for e in warned)
+    assert sandbox.stats()["calls"] == made  # nothing was sent unsigned
 
 
 def test_a_missing_file_and_an_unknown_job_are_usage_errors(tmp_path: Path) -> None:
