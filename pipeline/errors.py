@@ -20,10 +20,11 @@
         └── TerminalError     marker: another attempt gives the same answer
             ├── ClientFault       4xx: the request itself is wrong for this item
             │   └── AccessDenied  refused for lack of permission (a storm of these stops a run)
-            └── FatalError        credentials: no call of the run can succeed
+            └── FatalError        credentials, or an endpoint that answers nothing
+                                  (``unreachable``): no call of the run can succeed
 
-``aws.classify`` maps every botocore/aiohttp exception to the most specific of these, in one
-place, at the AWS layer; the engine never looks at a botocore exception itself, and an
+``classify.classify`` maps every botocore/aiohttp exception to the most specific of these, in
+one place, at the AWS layer; the engine never looks at a botocore exception itself, and an
 exception that is none of AWS's is a bug, not an item's failure.
 """
 
@@ -135,3 +136,24 @@ class AccessDenied(ClientFault):
 
 class FatalError(TerminalError):
     pass
+
+
+
+UNREACHABLE_S = 10.0
+
+
+def unreachable(error: CallError, since: float, answered: float | None, now: float) -> CallError:
+    """A call whose attempts are spent, each without an answer (``ConnectionFailed``), while no
+    call sent since its first attempt (at ``since``) got one either (the last that did was
+    sent at ``answered``; None: none yet), for ``UNREACHABLE_S`` or more, or none of the run
+    ever did: the network or the endpoint is down, and no item is at fault. A ``FatalError``:
+    the run stops, its items pending for resume, instead of failing every item one backoff at
+    a time. Otherwise ``error`` itself."""
+    if not isinstance(error, ConnectionFailed) or (answered is not None and (
+            answered >= since or now - since < UNREACHABLE_S)):
+        return error
+    silent = "of this run" if answered is None else f"for {now - since:.0f} s"
+    fatal = FatalError(error.code, f"no answer from AWS to any call {silent} ({error.message}); "
+                       "check the network and --endpoint-url, then resume")
+    fatal.attempts = error.attempts
+    return fatal

@@ -134,3 +134,24 @@ def test_sigterm_while_sts_hangs_exits_130_at_once(sandbox: Sandbox, tmp_path: P
     assert (summary["state"], summary["items_pending"]) == ("interrupted", 3)
     sandbox.faults(drop_rate=0.0)
     assert run_cli("resume", str(tmp_path / "out" / "r")).returncode == 0
+
+
+def test_an_endpoint_that_never_answers_stops_the_run_with_every_item_pending(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The network is down at 2 a.m., or --endpoint-url is wrong: every attempt ends without
+    an answer. Exit 3 with one line saying so and every item pending; once it answers, resume
+    finishes. Every item failed before, one backoff at a time, with exit 1."""
+    path = seeded_input(sandbox, tmp_path / "in.csv", instances=2, per_instance=150, seed=7)
+    sandbox.faults(drop_rate=1.0)  # every connection closed without an answer
+    args = ("run", "flow-associations", str(path), "--endpoint-url", sandbox.url, "--out",
+            str(tmp_path / "out"), "--run-id", "r", "--max-attempts", "2", "--log-format", "text")
+    result = run_cli(*args)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "no answer from AWS to any call of this run" in result.stdout + result.stderr
+    summary = json.loads((tmp_path / "out" / "r" / "summary.json").read_text())
+    assert (summary["state"], summary["items_failed"]) == ("aborted", 0)
+    assert summary["items_pending"] == summary["items_total"] == 300
+    sandbox.faults(drop_rate=0.0)
+    assert run_cli("resume", str(tmp_path / "out" / "r")).returncode == 0
+    assert read(tmp_path / "out" / "r" / "results.parquet").height == 300

@@ -1,4 +1,4 @@
-"""``aws.classify`` against every error the two seed APIs document, and the transport
+"""``classify`` against every error the two seed APIs document, and the transport
 errors the SDK raises."""
 
 from __future__ import annotations
@@ -9,11 +9,16 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    InfiniteLoopConfigError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSOTokenLoadError,
+    TokenRetrievalError,
+    UnauthorizedSSOTokenError,
 )
-from connect_bulk.pipeline.aws import classify
+from connect_bulk.pipeline.classify import classify
 from connect_bulk.pipeline.errors import (
+    UNREACHABLE_S,
     AccessDenied,
     ClientFault,
     ConnectionFailed,
@@ -21,6 +26,7 @@ from connect_bulk.pipeline.errors import (
     ServerError,
     Throttled,
     TransientError,
+    unreachable,
 )
 
 SEED_APIS = [("connect", "BatchGetFlowAssociation"),
@@ -88,8 +94,34 @@ def test_transport_errors_are_connection_failures(exc: Exception) -> None:
     assert error.retryable
 
 
-def test_missing_credentials_stop_the_run() -> None:
-    assert type(classify(NoCredentialsError())) is FatalError
+@pytest.mark.parametrize("exc", [
+    NoCredentialsError(), SSOTokenLoadError(error_msg="Token for corp does not exist"),
+    UnauthorizedSSOTokenError(), TokenRetrievalError(provider="sso", error_msg="expired"),
+    InfiniteLoopConfigError(source_profile="a", visited_profiles=["a", "b"]),
+])
+def test_credentials_that_cannot_be_had_stop_the_run(exc: Exception) -> None:
+    error = classify(exc)
+    assert type(error) is FatalError
+    if "SSO" in type(exc).__name__ or "Token" in type(exc).__name__:
+        assert "aws sso login" in error.message
+
+
+def test_a_call_that_no_answer_came_to_while_nothing_else_answered_stops_the_run() -> None:
+    """Attempts spent without an answer are the items' failure only while other calls are
+    answered; when nothing is, the endpoint or the network is down."""
+    dropped = ConnectionFailed("ConnectionClosedError", "closed")
+    later = UNREACHABLE_S + 1
+    # Nothing of the run was ever answered: at once, whatever the time.
+    assert type(unreachable(dropped, 100.0, None, 100.5)) is FatalError
+    # The last answered call was sent before this one's first attempt, long enough ago.
+    stopped = unreachable(dropped, 100.0, 99.0, 100.0 + later)
+    assert type(stopped) is FatalError and f"for {later:.0f} s" in stopped.message
+    # Not long enough, or a call sent since was answered: the items' failure, as before.
+    assert unreachable(dropped, 100.0, 99.0, 100.0 + UNREACHABLE_S / 2) is dropped
+    assert unreachable(dropped, 100.0, 101.0, 100.0 + later) is dropped
+    # An answer that was an error is an answer: not a silent network.
+    refused = ServerError("InternalServiceException", "500")
+    assert unreachable(refused, 100.0, None, 100.0 + later) is refused
 
 
 @pytest.mark.parametrize("exc", [KeyError("FlowId"), TypeError("a job's bug"), ValueError()])
