@@ -24,13 +24,14 @@ bucket and moves the bucket's rate as the service answers:
   ``RESUME_ABOVE`` is 20%: at 10%, a probe that fast is not throttled before it gets there at
   the edge of the quota (the bucket holds what the cut under the grant saved), and the rate
   doubles into the quota again.
-- **At a low rate the curve is timed in calls**: ``K`` and the probe last at least as long as
-  ``K_CALLS`` and ``PROBE_CALLS`` calls of the grant take. The service's bucket refills by
-  calls: at 2/s the probe's two seconds are four calls, and a curve timed in seconds alone
-  reached into the quota again every dozen calls (told five times its quota, a run was
-  throttled on 7.8% of its calls at 2/s and 3.1% at 5/s, against 0.9% at 20/s; in calls,
-  2.6% and 1.8%, in a simulated 300 s). From 10/s up, seconds are the longer and nothing
-  changes.
+- **At a low rate the curve around a measured grant is timed in calls**: ``K`` and the probe
+  last at least as long as ``K_CALLS`` and ``PROBE_CALLS`` calls of the grant take. The
+  service's bucket refills by calls: at 2/s the probe's two seconds are four calls, and a curve
+  timed in seconds alone reached into the quota again every dozen calls (told five times its
+  quota, a run was throttled on 7.8% of its calls at 2/s and 3.1% at 5/s, against 0.9% at
+  20/s; in calls, 3.2% and 1.8%, in a simulated 300 s). From 10/s up nothing changes. After a
+  blind cut the curve stays in seconds: its next throttle measures the grant, and timed in
+  calls there too, two runs in ten at a quota of 8/s measured none in 90 calls.
 - **Start slow** (TCP's slow start, RFC 5681): from ``START_RATE`` (or the ceiling when lower),
   doubling every second of successes until the first throttle or the ceiling. The throttle halves
   what got through in the second before it, not the rate, which ran ahead of it (cutting the
@@ -96,7 +97,7 @@ class AdaptiveRate:
     K_MEASURED_S = 4.0  # seconds back to a measured grant, then probing above it
     K_BLIND_S = 2.0  # seconds back to the rate a blind cut left
     PROBE_S = 2.0  # seconds of probing past the plateau to reach RESUME_ABOVE over it
-    K_CALLS = 40.0  # ... each at least as long as this many calls of the curve's W_max take
+    K_CALLS = 40.0  # ... around a measured grant, at least as long as this many calls take
     PROBE_CALLS = 20.0  # ... and the probe this many
     RESUME_ABOVE = 0.20  # a probe this share over the last grant, unthrottled: slow start
     MIN_SAMPLES = 20  # successes between two throttles to measure the grant
@@ -162,14 +163,16 @@ class AdaptiveRate:
     def _start_below(self, grant: float, now: float) -> None:
         """Rate ``MARGIN`` under ``grant``, CUBIC's curve back to it in ``K_MEASURED_S``."""
         self._rate = grant * (1 - self.MARGIN)
-        self._curve(grant, self._rate, self.K_MEASURED_S, now)
+        self._curve(grant, self._rate, self.K_MEASURED_S, now, measured=True)
 
-    def _curve(self, w_max: float, start: float, k: float, now: float) -> None:
-        """CUBIC's curve from ``start`` at ``now``: back to ``w_max`` in ``k`` seconds (or
-        ``K_CALLS`` calls of it), ``RESUME_ABOVE`` over it ``PROBE_S`` later (or
-        ``PROBE_CALLS`` calls)."""
-        k = max(k, self.K_CALLS / w_max)
-        probe = max(self.PROBE_S, self.PROBE_CALLS / w_max)
+    def _curve(self, w_max: float, start: float, k: float, now: float, *,
+               measured: bool = False) -> None:
+        """CUBIC's curve from ``start`` at ``now``: back to ``w_max`` in ``k`` seconds,
+        ``RESUME_ABOVE`` over it ``PROBE_S`` later; around a ``measured`` grant, in
+        ``K_CALLS`` and ``PROBE_CALLS`` calls of it at least."""
+        calls = 1.0 if measured else 0.0
+        k = max(k, calls * self.K_CALLS / w_max)
+        probe = max(self.PROBE_S, calls * self.PROBE_CALLS / w_max)
         self._w_max, self._k, self._cut_at, self._epoch = w_max, k, now, now
         self._c = max(w_max - start, 1e-9 * w_max) / k**3
         self._c_probe = self.RESUME_ABOVE * w_max / probe**3
