@@ -88,7 +88,7 @@ class Caller:
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._sessions: dict[str, Any] = {}
         self._accounts: dict[str, str] = {}
-        self._answered: float | None = None  # when the last call answered (anyhow) was sent
+        self._answers = 0  # attempts that got an answer, any answer: the endpoint is there
         self._stack = contextlib.AsyncExitStack()
         self._client_lock = anyio.Lock()
         self._session: Any = None
@@ -291,11 +291,13 @@ class Caller:
         method = getattr(client, _method(operation))
         limiter = self.limiter(operation, account, region)
         stats = self.stats[operation]
-        attempt, first = 0, limiter.now()
+        attempt, answers, first = 0, 0, 0.0
         while True:
             attempt += 1
             slot = await self._wait_turn(limiter, hold_slot)
             sent_at = limiter.now()
+            if attempt == 1:  # answers from here on say the endpoint is there
+                answers, first = self._answers, sent_at
             crashpoint("first-call")
             stats.made += 1
             try:
@@ -306,9 +308,9 @@ class Caller:
                     raise
                 error: CallError = mapped
                 if not isinstance(error, ConnectionFailed):
-                    self._answered = max(self._answered or sent_at, sent_at)
+                    self._answers += 1
             else:
-                self._answered = max(self._answered or sent_at, sent_at)
+                self._answers += 1
                 limiter.on_success(sent_at)
                 data.pop("ResponseMetadata", None)
                 return Answer(data, attempt)
@@ -324,7 +326,8 @@ class Caller:
                 stats.errors += 1
             error.attempts = attempt
             if not error.retryable or attempt >= self.settings.max_attempts:
-                raise unreachable(error, first, self._answered, limiter.now())
+                raise unreachable(error, silent_s=None if self._answers > answers else
+                                  limiter.now() - first, ever=self._answers > 0)
             if self.stopping:
                 raise Abandoned(f"{operation} not retried: the run is stopping") from error
             stats.retried += 1

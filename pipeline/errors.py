@@ -138,21 +138,20 @@ class FatalError(TerminalError):
     pass
 
 
-
 UNREACHABLE_S = 10.0
 
 
-def unreachable(error: CallError, since: float, answered: float | None, now: float) -> CallError:
-    """A call whose attempts are spent, each without an answer (``ConnectionFailed``), while no
-    call sent since its first attempt (at ``since``) got one either (the last that did was
-    sent at ``answered``; None: none yet), for ``UNREACHABLE_S`` or more, or none of the run
-    ever did: the network or the endpoint is down, and no item is at fault. A ``FatalError``:
-    the run stops, its items pending for resume, instead of failing every item one backoff at
-    a time. Otherwise ``error`` itself."""
-    if not isinstance(error, ConnectionFailed) or (answered is not None and (
-            answered >= since or now - since < UNREACHABLE_S)):
+def unreachable(error: CallError, *, silent_s: float | None, ever: bool) -> CallError:
+    """A call whose attempts are spent, each without an answer (``ConnectionFailed``), while
+    no other call got one either for the ``silent_s`` seconds since its first attempt (None:
+    one did), ``UNREACHABLE_S`` or more, or none of the run ``ever`` did: the network or the
+    endpoint is down, and no item is at fault. A ``FatalError``: the run stops, its items
+    pending for resume, instead of failing every item one backoff at a time. Otherwise
+    ``error`` itself."""
+    if not isinstance(error, ConnectionFailed) or silent_s is None or (
+            ever and silent_s < UNREACHABLE_S):
         return error
-    silent = "of this run" if answered is None else f"for {now - since:.0f} s"
+    silent = f"for {silent_s:.0f} s" if ever else "of this run"
     fatal = FatalError(error.code, f"no answer from AWS to any call {silent} ({error.message}); "
                        "check the network and --endpoint-url, then resume")
     fatal.attempts = error.attempts

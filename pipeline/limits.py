@@ -170,9 +170,9 @@ class AdaptiveRate:
         """CUBIC's curve from ``start`` at ``now``: back to ``w_max`` in ``k`` seconds,
         ``RESUME_ABOVE`` over it ``PROBE_S`` later; around a ``measured`` grant, in
         ``K_CALLS`` and ``PROBE_CALLS`` calls of it at least."""
-        calls = 1.0 if measured else 0.0
-        k = max(k, calls * self.K_CALLS / w_max)
-        probe = max(self.PROBE_S, calls * self.PROBE_CALLS / w_max)
+        probe = self.PROBE_S
+        if measured:
+            k, probe = max(k, self.K_CALLS / w_max), max(probe, self.PROBE_CALLS / w_max)
         self._w_max, self._k, self._cut_at, self._epoch = w_max, k, now, now
         self._c = max(w_max - start, 1e-9 * w_max) / k**3
         self._c_probe = self.RESUME_ABOVE * w_max / probe**3

@@ -43,6 +43,7 @@ ENV = {k: v for k, v in os.environ.items()
     "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
 PY = sys.executable
+BURST_S = 2.5  # the sandbox quotas' burst, in seconds of their rate
 CLI = [PY, "-m", "connect_bulk.pipeline"]
 
 
@@ -331,7 +332,7 @@ def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
     pick, two runs sharing the quota, a run that starts from what the last one learned, and
     what users write instead. Each connect-bulk run learns from scratch (a state directory of
     its own) unless it says otherwise."""
-    burst = 2.5 * rate
+    burst = BURST_S * rate
     sandbox = Sandbox("--quota", f"{OP}={rate:g}/{burst:g}", "--latency-ms", "50")
     try:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
@@ -359,7 +360,7 @@ def quota_and_peers(rate: float, calls: int, rows: list[list[str]]) -> None:
 def settings(sandbox: Sandbox, world: list[tuple[str, list[str]]], path: Path,
              rate: float) -> dict[str, Callable[[], Any]]:
     """The settings a user may pick against a quota of ``rate`` with burst 2.5 times it."""
-    burst = 2.5 * rate
+    burst = BURST_S * rate
     told, over = ["--rate", f"{rate:g}", "--burst", f"{burst:g}"], ["--rate", f"{5 * rate:g}"]
     return {
         f"`--rate {rate:g} --burst {burst:g}` (told the truth)":
@@ -378,7 +379,7 @@ def settings(sandbox: Sandbox, world: list[tuple[str, list[str]]], path: Path,
 def measure_each(sandbox: Sandbox, world: list[tuple[str, list[str]]],
                  runs: dict[str, Callable[[], Any]], rate: float, rows: list[list[str]]) -> None:
     for name, run in runs.items():
-        time.sleep(2.5)  # the quota's bucket (2.5 s of its rate) full again, as for a first run
+        time.sleep(BURST_S)  # the quota's bucket full again, as for a first run
         figures = measure(sandbox, len(batches(world)), run)
         shares = figures["result"] if name.startswith("two runs") else None
         note = each_share(shares, rate) if shares else ""
@@ -388,7 +389,7 @@ def measure_each(sandbox: Sandbox, world: list[tuple[str, list[str]]],
 def low_quota(rate: float, calls: int, rows: list[list[str]]) -> None:
     """The settings again against a low quota (R/s, burst 2.5 R, 50 ms), where a second is a
     few calls."""
-    sandbox = Sandbox("--quota", f"{OP}={rate:g}/{2.5 * rate:g}", "--latency-ms", "50")
+    sandbox = Sandbox("--quota", f"{OP}={rate:g}/{BURST_S * rate:g}", "--latency-ms", "50")
     try:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
         path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
@@ -412,13 +413,13 @@ def aws_default(rows: list[list[str]], calls: int = 60) -> None:
 def neighbours(rate: float, calls: int, repeat: int, rows: list[list[str]]) -> None:
     """The neighbours row alone, ``repeat`` times against one sandbox: the row that moves most
     from run to run, measured often enough to say how often it holds."""
-    burst = 2.5 * rate
+    burst = BURST_S * rate
     sandbox = Sandbox("--quota", f"{OP}={rate:g}/{burst:g}", "--latency-ms", "50")
     try:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
         told = ["--rate", f"{rate:g}", "--burst", f"{burst:g}"]
         for attempt in range(repeat):
-            time.sleep(burst / rate)
+            time.sleep(BURST_S)
             figures = measure(sandbox, len(batches(world)),
                               lambda: run_neighbours(sandbox, world, *told))
             note = each_share(figures["result"], rate)

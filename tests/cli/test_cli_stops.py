@@ -155,3 +155,37 @@ def test_an_endpoint_that_never_answers_stops_the_run_with_every_item_pending(
     sandbox.faults(drop_rate=0.0)
     assert run_cli("resume", str(tmp_path / "out" / "r")).returncode == 0
     assert read(tmp_path / "out" / "r" / "results.parquet").height == 300
+
+
+def test_an_endpoint_that_stops_answering_mid_run_stops_it_once_silent_for_long_enough(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The network goes down mid-run: a call whose attempts are spent while nothing else was
+    answered for ``UNREACHABLE_S`` stops the run (exit 3), what was answered kept, the rest
+    pending; one spent sooner is its items' failure, retryable. Once it answers again,
+    resume and retry finish every item. Counted from a call's first attempt, not from when it
+    began to wait for its slot: three batches failed before the stop, the answers to the
+    batches before them having come in while they waited."""
+    path = seeded_input(sandbox, tmp_path / "in.csv", instances=1, per_instance=1000, seed=8)
+    run_dir = tmp_path / "out" / "r"
+    process = _popen("run", "flow-associations", str(path), "--endpoint-url", sandbox.url,
+                     "--out", str(tmp_path / "out"), "--run-id", "r", "--rate", "2",
+                     "--concurrency", "1", "--max-attempts", "8", "--log-format", "text")
+    sandbox.wait_for_calls(OP, 3)
+    sandbox.faults(drop_rate=1.0)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 3, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "no answer from AWS to any call for" in stdout + stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "aborted"
+    assert summary["items_succeeded"] >= 200 and summary["items_pending"] > 0
+    # At most the batches whose attempts happened to be spent within UNREACHABLE_S (each about
+    # one in eight at --max-attempts 8), not those that waited for a call slot while the last
+    # answers came in.
+    assert summary["items_failed"] <= 200
+    assert all(read(run_dir / "failures.parquet")["retryable"])
+    sandbox.faults(drop_rate=0.0)
+    assert run_cli("resume", str(run_dir)).returncode in (0, 1)
+    assert run_cli("retry", str(run_dir)).returncode == 0
+    assert read(run_dir / "results.parquet").height == 1000

@@ -112,16 +112,16 @@ def test_a_call_that_no_answer_came_to_while_nothing_else_answered_stops_the_run
     dropped = ConnectionFailed("ConnectionClosedError", "closed")
     later = UNREACHABLE_S + 1
     # Nothing of the run was ever answered: at once, whatever the time.
-    assert type(unreachable(dropped, 100.0, None, 100.5)) is FatalError
-    # The last answered call was sent before this one's first attempt, long enough ago.
-    stopped = unreachable(dropped, 100.0, 99.0, 100.0 + later)
+    assert type(unreachable(dropped, silent_s=0.5, ever=False)) is FatalError
+    # Answers came before, none since this call's first attempt, long enough ago.
+    stopped = unreachable(dropped, silent_s=later, ever=True)
     assert type(stopped) is FatalError and f"for {later:.0f} s" in stopped.message
-    # Not long enough, or a call sent since was answered: the items' failure, as before.
-    assert unreachable(dropped, 100.0, 99.0, 100.0 + UNREACHABLE_S / 2) is dropped
-    assert unreachable(dropped, 100.0, 101.0, 100.0 + later) is dropped
+    # Not long enough, or another call was answered since: the items' failure, as before.
+    assert unreachable(dropped, silent_s=UNREACHABLE_S / 2, ever=True) is dropped
+    assert unreachable(dropped, silent_s=None, ever=True) is dropped
     # An answer that was an error is an answer: not a silent network.
     refused = ServerError("InternalServiceException", "500")
-    assert unreachable(refused, 100.0, None, 100.0 + later) is refused
+    assert unreachable(refused, silent_s=later, ever=False) is refused
 
 
 @pytest.mark.parametrize("exc", [KeyError("FlowId"), TypeError("a job's bug"), ValueError()])

@@ -33,9 +33,10 @@ class Clock:
         return self.now
 
 
-def k_s(grant: float, k: float = AdaptiveRate.K_MEASURED_S) -> float:
-    """The curve's seconds back to ``grant``: ``k``, or ``K_CALLS`` calls of it."""
-    return max(k, AdaptiveRate.K_CALLS / grant)
+def k_s(grant: float) -> float:
+    """The curve's seconds back to a measured ``grant``: ``K_MEASURED_S``, or ``K_CALLS`` calls
+    of it."""
+    return max(AdaptiveRate.K_MEASURED_S, AdaptiveRate.K_CALLS / grant)
 
 
 def probe_s(grant: float) -> float:
