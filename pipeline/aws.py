@@ -24,6 +24,7 @@ from .errors import Abandoned, CallError, ConnectionFailed, Throttled, UsageErro
 from .job import answer_slot_to_take
 from .learned import LearnedRates
 from .limits import AdaptiveRate, Backoff
+from .peers import Peers
 from .redact import remember
 
 
@@ -82,6 +83,10 @@ class Caller:
         self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
         self._limiters: dict[tuple[str, str, str], AdaptiveRate] = {}
         self._learned = LearnedRates(settings.state_dir, settings.endpoint_url)
+        #: the runs of this host that spend the same quotas (``share_quotas``)
+        self._peers = Peers(settings.state_dir, settings.endpoint_url) \
+            if settings.adaptive else None
+        self._runs_told: dict[tuple[str, str, str], int] = {}  # what ``share_quotas`` said
         # fast_acquire: a free slot is taken without a trip through the event loop (the
         # stop is looked at right after, in ``_wait_turn``).
         self._slots = anyio.Semaphore(settings.concurrency, fast_acquire=True)
@@ -122,6 +127,9 @@ class Caller:
             pass  # no credentials yet: the first call says so, as a FatalError
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._peers is not None:
+            with contextlib.suppress(OSError):
+                self._peers.leave()
         await self._stack.aclose()
 
     @property
@@ -214,11 +222,52 @@ class Caller:
             learned = self._learned.get(key) if self.settings.adaptive else None
             limiter = self._limiters[key] = AdaptiveRate(
                 self.settings.rate, self.settings.burst, adaptive=self.settings.adaptive,
-                learned=learned,
+                learned=learned, **self._runs_spending(key),
             )
+            self._say_spending()
             if learned is not None and self.on_learned is not None:
                 self.on_learned(key, limiter.rate)
         return self._limiters[key]
+
+    def _spending(self) -> dict[tuple[str, str, str], float]:
+        """The quotas this run spent lately (the caller's own look-up aside), at what rate."""
+        return {key: limiter.rate for key, limiter in self._limiters.items()
+                if key[1] != "caller" and limiter.answered_within(Peers.LIVE_S)}
+
+    def _runs_spending(self, key: tuple[str, str, str]) -> dict[str, Any]:
+        """How many runs of this host spend the quota of ``key``, this one among them, and
+        the others' rates, as its limiter starts (a folder read, once per quota)."""
+        if self._peers is None or key[1] == "caller":
+            return {}
+        runs, others = self._peers.count([key])[key]
+        return {"runs": runs, "others": others}
+
+    def _say_spending(self) -> None:
+        """A limiter started: the other runs know of it at once, with the rate it starts at
+        (a small file written, once per quota), not a beat later, after its first burst."""
+        if self._peers is not None:
+            with contextlib.suppress(OSError):  # said by the next ``share_quotas``
+                self._peers.beat(self._spending())
+
+    async def share_quotas(self) -> list[tuple[tuple[str, str, str], int, float]]:
+        """Count the runs of this host that spend each quota this run spends, and share each
+        evenly with them: (quota, runs, this run's rate) for each whose runs changed. Raises
+        ``OSError`` once when the state directory cannot be written, and shares nothing more."""
+        if self._peers is None:
+            return []
+        try:
+            runs = await anyio.to_thread.run_sync(self._peers.beat, self._spending())
+        except OSError:
+            self._peers = None
+            raise
+        changed = []
+        for key, (count, others) in runs.items():
+            limiter = self._limiters[key]
+            limiter.share(count, others)
+            if count != self._runs_told.get(key, 1):
+                self._runs_told[key] = count
+                changed.append((key, count, limiter.rate))
+        return changed
 
     def keep_learned(self) -> None:
         """Keep what the limiters learned for the next run (raises ``OSError``)."""

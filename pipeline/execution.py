@@ -24,6 +24,7 @@ from .job import Context, Job, Phases
 from .journal import Journal
 from .notes import Notes
 from .parts import KEY
+from .peers import Peers
 from .plan import iter_batches
 from .record import EXIT_CODES, Mode, Report, RunOptions, record_execution
 from .render import closing_line, print_summary
@@ -223,6 +224,7 @@ async def _engine_run(job: Job, options: RunOptions, journal: Journal, events: E
     )
     async with anyio.create_task_group() as group:
         group.start_soon(_report_every, report, caller, events, context.phases, progress)
+        group.start_soon(_share_every, caller, events)
         if progress:
             events.console = progress.console  # log lines above the bar, not through it
             with progress:
@@ -296,6 +298,30 @@ async def _report_every(report: Report, caller: Caller, events: EventLog, phases
                                        "calls_per_s")},
             **({"phase": phase} if phase else {}),
         )
+
+
+async def _share_every(caller: Caller, events: EventLog) -> None:
+    """Share each quota with the runs of this host that spend it too (``peers``), and say so
+    each time their number changes."""
+    while True:
+        await anyio.sleep(Peers.BEAT_S)
+        try:
+            changed = await caller.share_quotas()
+        except OSError as exc:
+            events.emit("quotas_not_shared", level="warning",
+                        message="runs of this host cannot share their quotas: "
+                                f"{exc.strerror or exc}"
+                                f"{f' ({exc.filename})' if exc.filename else ''}")
+            return
+        for (operation, account, region), runs, rate in changed:
+            others = "no other run of this host spends" if runs == 1 else \
+                "1 other run of this host spends" if runs == 2 else \
+                f"{runs - 1} other runs of this host spend"
+            events.emit("quota_shared",
+                        message=f"{operation} in {account}/{region}: {others} this quota "
+                                f"now; this run goes on at {rate:.3g}/s",
+                        operation=operation, account_id=account, region=region, runs=runs,
+                        rate=round(rate, 3))
 
 
 async def _fill_scope(pending: pl.DataFrame, caller: Caller) -> pl.DataFrame:

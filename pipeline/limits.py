@@ -5,53 +5,39 @@ bucket and moves the bucket's rate as the service answers:
 
 - **Measure the grant, don't guess it** (as BBR measures delivery rate rather than inferring it
   from loss: https://queue.acm.org/detail.cfm?id=3022184). A throttle says the service's token
-  bucket was empty when the call arrived. Between two throttles every token the service made was
-  spent, so the calls sent between them that succeeded, over the time between them, are exactly
-  the rate the service grants this client (its share of it when a neighbour spends the same
-  quota), whatever the quota's burst. A throttle cuts the rate to ``MARGIN`` under that measured
-  grant; without a measurement (the first throttle, or two too close together to count) it cuts
-  by ``BETA``, and, throttled again, never under the rate that got through since the last cut.
-- **Recover with CUBIC's shape** (RFC 9438, https://www.rfc-editor.org/rfc/rfc9438, the curve the
-  AWS SDKs' adaptive retry mode uses): ``W(t) = W_max + C (t - K)^3``: concave back to the last
-  grant ``W_max`` within ``K`` seconds, a plateau there, then convex probing above it, slowly at
-  first, so that one throttle at the edge of the quota costs little and a quota that grew (a
-  neighbour left) is found again. The convex half has a ``C`` of its own, reaching
-  ``RESUME_ABOVE`` over the grant ``PROBE_S`` after the plateau: with the concave half's (set by
-  a cut of ``MARGIN``, not CUBIC's 30%) the probe took six seconds to get 10% over, and a run
-  whose neighbour had left went on at its share for ten seconds after its last throttle (two
-  runs on one quota got 0.88-1.09 R together in 27 runs, three under 0.9 R; with the probe's
-  own ``C``, 0.96-1.06 R in 5, at 2.3-2.8% of calls throttled against 1.6-2.8%).
-  ``RESUME_ABOVE`` is 20%: at 10%, a probe that fast is not throttled before it gets there at
-  the edge of the quota (the bucket holds what the cut under the grant saved), and the rate
-  doubles into the quota again.
-- **At a low rate the curve around a measured grant is timed in calls**: ``K`` and the probe
-  last at least as long as ``K_CALLS`` and ``PROBE_CALLS`` calls of the grant take. The
-  service's bucket refills by calls: at 2/s the probe's two seconds are four calls, and a curve
-  timed in seconds alone reached into the quota again every dozen calls (told five times its
-  quota, a run was throttled on 7.8% of its calls at 2/s and 3.1% at 5/s, against 0.9% at
-  20/s; in calls, 3.2% and 1.8%, in a simulated 300 s). From 10/s up nothing changes. After a
-  blind cut the curve stays in seconds: its next throttle measures the grant, and timed in
-  calls there too, two runs in ten at a quota of 8/s measured none in 90 calls.
-- **Start slow** (TCP's slow start, RFC 5681): from ``START_RATE`` (or the ceiling when lower),
-  doubling every second of successes until the first throttle or the ceiling. The throttle halves
-  what got through in the second before it, not the rate, which ran ahead of it (cutting the
-  rate, a run at 5x over its quota took seven throttles there, against five). A run that knows
-  the rate an earlier run learned starts from it instead (``Learned``), never above the ceiling.
-- **A quota that grew is taken at once**: once the probe runs ``RESUME_ABOVE`` over the last
-  grant with no throttle, the grant is out of date (the neighbour that shared the quota is
-  gone, or the quota was raised), and the rate goes back to slow start, as HyStart++ (RFC 9406,
-  https://www.rfc-editor.org/rfc/rfc9406) goes back to slow start when it finds it left too
-  early. A run at the edge of its quota never gets there: the bucket is empty long before.
-  Without it, a run left alone on a quota it shared takes the convex half of the curve, some
-  ten seconds, to climb from its share to the whole.
-- **The bucket never outruns the grant**: while adapting it holds at most a second of the current
-  rate, and a cut empties it, so after a throttle nothing goes out faster than the measured rate
-  whatever ``--burst`` says.
-- **No phase lock**: every call leaves at a random point of its interval (``JITTER``), so
-  that of two runs on one quota, the one whose calls arrive just as the service's bucket makes
-  a token cannot take every token and leave the other none. Calls whose token was free jitter
-  too: two runs' first bursts otherwise go out in step (jittering paced calls only, two runs on
-  one quota got 0.847-1.064 R together in six runs, against 0.925-1.069).
+  bucket was empty. Between two throttles every token it made was spent, so the calls sent
+  between them that succeeded, over the time between them, are the rate it grants this client
+  (its share, with a neighbour), whatever the quota's burst. A throttle cuts the rate to
+  ``MARGIN`` under that grant; without one (the first throttle, or two too close to count) by
+  ``BETA``, and, throttled again, never under the rate that got through since the last cut.
+- **Recover with CUBIC's shape** (RFC 9438, https://www.rfc-editor.org/rfc/rfc9438, as the AWS
+  SDKs' adaptive retry mode): ``W(t) = W_max + C (t - K)^3``, concave back to the last grant
+  within ``K`` seconds, a plateau, then convex probing above it, so that a throttle at the edge
+  of the quota costs little and a quota that grew is found again. The probe has a ``C`` of its
+  own, ``RESUME_ABOVE`` (20%) over the grant ``PROBE_S`` after the plateau (the concave half's,
+  set by a cut of ``MARGIN``, left a run whose neighbour had gone at its share for ten seconds).
+- **At a low rate the curve around a measured grant is timed in calls** (``K_CALLS``,
+  ``PROBE_CALLS``): the service's bucket refills by calls, and at 2/s two seconds are four.
+  After a blind cut it stays in seconds, so that the next throttle measures the grant soon.
+- **Start slow** (TCP's slow start, RFC 5681): from ``START_RATE`` (or the ceiling), doubling
+  every second of successes until the first throttle, which halves what got through in the
+  second before it (not the rate, which ran ahead of it); or from the rate an earlier run
+  learned (``Learned``), never above the ceiling.
+- **A quota that grew is taken at once**: a probe ``RESUME_ABOVE`` over the grant with no
+  throttle goes back to slow start, as HyStart++ (RFC 9406,
+  https://www.rfc-editor.org/rfc/rfc9406) does when it left slow start too early. A run at the
+  edge of its quota never gets there: the bucket is empty long before.
+- **Runs of one host share by what they say, not by throttles** (``share``, ``peers``): each
+  knows how many runs of its host spend its quota and at what rates, and takes an even share of
+  what they spend together, at once when one comes or ends. Between them a blind curve is timed
+  in calls too (``K_BLIND_CALLS``), a throttle again comes back to the cut, not to the rate
+  throttled, and the probe never goes back to slow start: a run that ends says so. (At 2/s, two
+  runs that found each other by throttles alone were throttled on a fifth of their calls.)
+- **The bucket never outruns the grant**: while adapting it holds at most a second of the rate,
+  and a cut empties it, whatever ``--burst`` says.
+- **No phase lock**: every call leaves at a random point of its interval (``JITTER``), so that
+  of two runs on one quota the one whose calls arrive as the service's bucket makes a token
+  cannot take every token; calls whose token was free too, or two runs' first bursts go in step.
 
 Backoff is exponential with full jitter:
 https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
@@ -68,14 +54,6 @@ from dataclasses import dataclass
 
 import anyio
 from aiolimiter import AsyncLimiter
-
-
-@dataclass(frozen=True, slots=True)
-class RateStatistics:
-    rate: float
-    ceiling: float
-    decreases: int
-    increases: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +77,8 @@ class AdaptiveRate:
     PROBE_S = 2.0  # seconds of probing past the plateau to reach RESUME_ABOVE over it
     K_CALLS = 40.0  # ... around a measured grant, at least as long as this many calls take
     PROBE_CALLS = 20.0  # ... and the probe this many
+    K_BLIND_CALLS = 8.0  # ... shared with other runs of this host, after a blind cut this many
+    PROBE_BLIND_CALLS = 16.0  # ... and the probe this many
     RESUME_ABOVE = 0.20  # a probe this share over the last grant, unthrottled: slow start
     MIN_SAMPLES = 20  # successes between two throttles to measure the grant
     MIN_HELD = 5  # ... or since the last cut, to cut no lower than them (no measurement)
@@ -109,6 +89,8 @@ class AdaptiveRate:
     FLOOR_MAX = 1.0  # ... or one call a second, whichever is lower
     JITTER = 0.5  # a paced call leaves up to this share of its interval late ...
     JITTER_BELOW = 200.0  # ... below this rate
+    BALANCE = 0.15  # runs of one host whose shares are further apart even them out
+    LATELY_S = 2.0  # ... not this soon after runs came or went
 
     def __init__(
         self,
@@ -117,6 +99,8 @@ class AdaptiveRate:
         *,
         adaptive: bool = True,
         learned: Learned | None = None,
+        runs: int = 1,
+        others: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ceiling <= 0 or burst < 1:
@@ -133,10 +117,19 @@ class AdaptiveRate:
         self._cut_at = -1e9  # when the rate was last cut (calls sent before say nothing new)
         self._epoch = -1e9  # where the curve's time starts
         self._w_max = ceiling
+        self.runs = runs  # runs of this host that spend this quota, this one among them
+        self._others, self._runs_at = others, now  # ... their rates added up; since when
+        self._answered = now  # when the last answer came
         self._k = 0.0
         self._c = self._c_probe = 0.0
         if not adaptive:
             start = ceiling
+        elif runs > 1 and others > 0:
+            # Other runs of this host spend this quota already: this one takes an even share
+            # of what they spend, and they make room for it (``share``).
+            start = min(ceiling, others / runs)
+            self._probe_from(start, now)
+            self._throttled = True
         elif learned is not None and learned.measured:
             self._grant = min(ceiling, learned.rate)
             self._start_below(self._grant, now)
@@ -151,7 +144,6 @@ class AdaptiveRate:
         self._throttles: list[float] = []  # send times of the calls that were throttled
         self._peak = 0.0  # the highest success rate over a second so far
         self._decreases = 0
-        self._increases = 0
         size = self._size(start)
         self._limiter = AsyncLimiter(size, size / start)
         self._tuned = start  # the rate self._limiter drips at
@@ -165,14 +157,21 @@ class AdaptiveRate:
         self._rate = grant * (1 - self.MARGIN)
         self._curve(grant, self._rate, self.K_MEASURED_S, now, measured=True)
 
+    def _probe_from(self, rate: float, now: float) -> None:  # the curve's plateau: probing
+        self._curve(rate, rate, self.K_BLIND_S, now)
+        self._epoch -= self._k
+
     def _curve(self, w_max: float, start: float, k: float, now: float, *,
                measured: bool = False) -> None:
         """CUBIC's curve from ``start`` at ``now``: back to ``w_max`` in ``k`` seconds,
-        ``RESUME_ABOVE`` over it ``PROBE_S`` later; around a ``measured`` grant, in
-        ``K_CALLS`` and ``PROBE_CALLS`` calls of it at least."""
+        ``RESUME_ABOVE`` over it ``PROBE_S`` later; at least ``K_CALLS`` and ``PROBE_CALLS``
+        calls around a ``measured`` grant, ``*_BLIND_CALLS`` shared with runs of this host."""
         probe = self.PROBE_S
         if measured:
             k, probe = max(k, self.K_CALLS / w_max), max(probe, self.PROBE_CALLS / w_max)
+        elif self.runs > 1:
+            k = max(k, self.K_BLIND_CALLS / w_max)
+            probe = max(probe, self.PROBE_BLIND_CALLS / w_max)
         self._w_max, self._k, self._cut_at, self._epoch = w_max, k, now, now
         self._c = max(w_max - start, 1e-9 * w_max) / k**3
         self._c_probe = self.RESUME_ABOVE * w_max / probe**3
@@ -181,9 +180,12 @@ class AdaptiveRate:
     def rate(self) -> float:
         return self._rate
 
+    @property
+    def _floor(self) -> float:
+        return min(self.ceiling * self.FLOOR_SHARE, self.FLOOR_MAX)
+
     def _size(self, rate: float) -> float:
-        """The bucket: ``--burst`` until the first throttle at the ceiling; while adapting, at
-        most a second of the rate."""
+        """``--burst`` until the first throttle at the ceiling, then a second of the rate."""
         if not self._throttled and not self._slow_start and rate >= self.ceiling:
             return self.burst
         return max(1.0, min(self.burst, rate * self.BURST_S))
@@ -200,20 +202,17 @@ class AdaptiveRate:
             # The rate moved while this call waited: its token came at the old rate; take one
             # at the new.
         if self._jitters():
-            # Calls leave at a random point of their interval, so that two clients on one
-            # quota cannot lock phases with the service's bucket, one taking every token as
-            # it is made and the other none. It must hold before the first throttle too: a
-            # run told the quota's rate truly is never throttled, and one that locks phases so
-            # starves its neighbour down to the floor for as long as it runs. The rate is the
-            # bucket's still; a call late by part of its interval is absorbed by any burst.
+            # No phase lock with the service's bucket (the module's docstring), before the
+            # first throttle too: a run told the quota's rate truly is never throttled, and
+            # one locked so starves its neighbour to the floor for as long as it runs.
             await anyio.sleep(random.uniform(0.0, self.JITTER / self._rate))
 
     def _jitters(self) -> bool:
         return self.adaptive and self._rate < self.JITTER_BELOW
 
     def would_wait(self) -> bool:
-        """Whether ``acquire`` would suspend now: a jitter to sleep, or no token free (with
-        what a fresh bucket takes first)."""
+        """Whether ``acquire`` would suspend now: a jitter, or no token free (a fresh bucket's
+        first take too)."""
         limiter = self._limiter
         return self._jitters() \
             or not limiter.has_capacity(min(self._carry, float(limiter.max_rate)) + 1)
@@ -277,8 +276,7 @@ class AdaptiveRate:
 
     def _held(self, sent_at: float) -> float | None:
         """The rate of the calls that got through since the last cut (a second of them at
-        most), when they are enough to count and fewer than the rate: the share of an empty
-        bucket this run holds at its current rate."""
+        most), when enough to count and under the rate: this run's share of an empty bucket."""
         start = max(self._cut_at, sent_at - 1.0)
         count = self._succeeded_between(start, sent_at)
         if count < self.MIN_HELD:
@@ -290,7 +288,7 @@ class AdaptiveRate:
         """A call that acquired this limiter at ``sent_at`` (``now()``) was throttled."""
         if not self.adaptive:
             return
-        now = self._clock()
+        now = self._answered = self._clock()
         self._forget(now)
         grant = self._measure(sent_at)
         bisect.insort(self._throttles, sent_at)
@@ -298,7 +296,6 @@ class AdaptiveRate:
             return  # sent before the last cut: it says nothing new
         self._decreases += 1
         again, self._throttled = self._throttled, True
-        floor = min(self.ceiling * self.FLOOR_SHARE, self.FLOOR_MAX)
         if grant is not None:
             self._grant = grant
             self._start_below(grant, now)
@@ -310,28 +307,30 @@ class AdaptiveRate:
             if got >= self.MIN_HELD:
                 self._rate = min(self._rate, float(got))
             self._rate *= self.SLOW_START_BETA
-            self._curve(self._rate, self._rate * (1 - self.MARGIN), self.K_MEASURED_S, now)
-            self._epoch -= self._k  # from the convex part of the curve on
-        elif again and (held := self._held(sent_at)) is not None:
+            self._probe_from(self._rate, now)
+        elif again and ((held := self._held(sent_at)) is not None or self.runs > 1):
             # Throttled again before a grant could be measured: the service's bucket is empty
             # and shared, and what got through since the last cut is this run's share of it.
             # A cut goes no lower, however many throttles come in a row, so that two runs
             # that start together do not split the quota by the luck of who was throttled
             # more often (a cut of BETA each, and the unlucky one ends with a fifth of it).
-            rate = max(self._rate * self.BETA, held * (1 - self.MARGIN))
+            # Either way the curve comes back to the cut, not to the rate throttled: that was
+            # over this run's share (with runs of this host, whose share it knows to be
+            # smaller, even when too few calls got through to count).
+            rate = max(self._rate * self.BETA, (held or 0.0) * (1 - self.MARGIN))
             self._curve(rate / (1 - self.MARGIN), rate, self.K_BLIND_S, now)
             self._rate = rate
         else:
             self._curve(self._rate, self._rate * self.BETA, self.K_BLIND_S, now)
             self._rate *= self.BETA
         self._slow_start = False
-        self._set(max(floor, min(self.ceiling, self._rate)), empty=True)
+        self._set(max(self._floor, min(self.ceiling, self._rate)), empty=True)
 
     def on_success(self, sent_at: float) -> None:
         """A call that acquired this limiter at ``sent_at`` (``now()``) succeeded."""
         if not self.adaptive:
             return
-        now = self._clock()
+        now = self._answered = self._clock()
         self._forget(now)  # a run that is never throttled keeps a window, not every call
         bisect.insort(self._successes, sent_at)
         second = len(self._successes) - bisect.bisect_left(self._successes, now - 1.0)
@@ -344,26 +343,69 @@ class AdaptiveRate:
             t = now - self._epoch - self._k
             rate = self._w_max + (self._c if t < 0 else self._c_probe) * t**3
         if rate > self._rate:
-            self._increases += 1
             if rate >= self.ceiling:
                 self._slow_start = False
-            elif not self._slow_start and rate > self._w_max * (1 + self.RESUME_ABOVE):
-                self._slow_start = True  # the quota grew: the curve is too slow to take it
+            elif not self._slow_start and self.runs == 1 \
+                    and rate > self._w_max * (1 + self.RESUME_ABOVE):
+                # The quota grew: the curve is too slow to take it. (A run of this host that
+                # ends says so, ``share``: a run sharing with it has no need to guess.)
+                self._slow_start = True
             self._set(min(self.ceiling, rate))
 
+    def answered_within(self, seconds: float) -> bool:  # or started within them
+        return self._clock() - self._answered <= seconds
+
+    def share(self, runs: int, others: float) -> None:
+        """``runs`` runs of this host spend this quota, this one among them, the others at
+        ``others`` together (``peers``): an even share each, at once when one comes or ends
+        (no throttle, no probe to find out), and shares ``BALANCE`` apart even out."""
+        if not self.adaptive:
+            return
+        now, before, self.runs = self._clock(), self.runs, runs
+        others, self._others = self._others, others
+        if runs > before:  # those that came take their share of this one's
+            self._runs_at = now
+            share = self._rate * before / runs
+        elif runs < before:  # what those that ended spent (in the others' rates a beat ago)
+            self._runs_at = now
+            share = (self._rate + others) / runs
+        elif runs > 1 and now - self._runs_at >= self.LATELY_S \
+                and abs(self._rate * runs / (self._rate + self._others) - 1) > self.BALANCE:
+            share = (self._rate + self._others) / runs  # each has had its beat since a change
+        else:
+            return
+        self._take(share)
+
+    def _take(self, share: float) -> None:
+        """``share`` is this run's: the grant, or where the curve probes from."""
+        now, old = self._clock(), self._rate
+        slow_start, self._slow_start, self._throttled = self._slow_start, False, True
+        if slow_start:  # nothing known of the quota yet: doubling on from the share
+            self._rate, self._slow_start = share, share < self.ceiling
+        elif self._grant is not None:
+            self._grant = share
+            self._start_below(share, now)
+        else:
+            self._probe_from(share, now)
+            self._rate = share
+        self._set(max(self._floor, min(self.ceiling, self._rate)), empty=self._rate < old)
+
     def learned(self) -> Learned | None:
-        """What the next run against this quota may start from."""
+        """What the next run against this quota may start from: the whole quota, where
+        this run had a share of it."""
         if not self.adaptive:
             return None
         if self._grant is not None:
-            return Learned(self._grant, measured=True)
-        held = min(self._rate, self._peak)
+            return Learned(self._grant * self.runs, measured=True)
+        held = min(self._rate, self._peak) * self.runs
         if held > self.START_RATE:  # below it, the next run would start no differently
             return Learned(held, measured=False)
         return None
 
-    def statistics(self) -> RateStatistics:
-        return RateStatistics(self._rate, self.ceiling, self._decreases, self._increases)
+    @property
+    def decreases(self) -> int:
+        """How many times a throttle cut the rate."""
+        return self._decreases
 
 
 @dataclass(frozen=True, slots=True)

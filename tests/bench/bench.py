@@ -373,6 +373,8 @@ def settings(sandbox: Sandbox, world: list[tuple[str, list[str]]], path: Path,
             lambda: run_connect_bulk(sandbox, path, *over, "--burst", f"{5 * burst:g}"),
         f"two runs sharing the quota, each `--rate {rate:g} --burst {burst:g}`":
             lambda: run_neighbours(sandbox, world, *told),
+        f"two runs of one host sharing the quota, each `--rate {rate:g} --burst {burst:g}`":
+            lambda: run_neighbours(sandbox, world, *told, one_host=True),
     }
 
 
@@ -404,8 +406,14 @@ def aws_default(rows: list[list[str]], calls: int = 60) -> None:
     try:
         world = sandbox.world(instances=calls // 30, per_instance=3000)
         path = write_input(Path(tempfile.mkdtemp()) / "in.csv", world)
-        figures = measure(sandbox, len(batches(world)), lambda: run_connect_bulk(sandbox, path))
-        rows.append(row("AWS default quota 2/s burst 5, 100 ms, default options", figures, 2))
+        measure_each(sandbox, world, {
+            "AWS default quota 2/s burst 5, 100 ms, default options":
+                lambda: run_connect_bulk(sandbox, path),
+            "two runs sharing the AWS default quota, default options":
+                lambda: run_neighbours(sandbox, world),
+            "two runs of one host sharing the AWS default quota, default options":
+                lambda: run_neighbours(sandbox, world, one_host=True),
+        }, 2, rows)
     finally:
         sandbox.stop()
 
@@ -435,14 +443,18 @@ def each_share(shares: list[float], rate: float) -> str:
 
 
 def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]],
-                   *args: str) -> list[float]:
+                   *args: str, one_host: bool = False) -> list[float]:
     """Two runs at once on one quota, each over half of the world; each one's rate (its
-    calls that went through over its own working time)."""
+    calls that went through over its own working time). Each learns from scratch in a state
+    directory of its own, as runs of two hosts, or, ``one_host``, in one they share (a fresh
+    one, nothing learned in it yet), as two runs of one host by default."""
     half = len(world) // 2
     paths = [write_input(Path(tempfile.mkdtemp()) / "in.csv", part)
              for part in (world[:half], world[half:])]
+    state = tempfile.mkdtemp(prefix="bench-state-") if one_host else None
     with ThreadPoolExecutor(2) as pool:
-        summaries = list(pool.map(lambda p: run_connect_bulk(sandbox, p, *args), paths))
+        summaries = list(pool.map(
+            lambda p: run_connect_bulk(sandbox, p, *args, state_dir=state), paths))
     rates = []
     for summary in summaries:
         calls = summary["calls"][OP]

@@ -110,3 +110,7 @@ def test_a_state_dir_that_cannot_be_written_is_a_warning_not_a_failed_run(
     warnings = _events(run, "state_not_kept")
     assert len(warnings) == 1
     assert "learned rates not kept" in warnings[0]["message"]
+    # Nor can the runs of this host share their quotas there: said once, throttles find them
+    unshared = _events(run, "quotas_not_shared")
+    assert len(unshared) == 1
+    assert "runs of this host cannot share their quotas" in unshared[0]["message"]
