@@ -54,6 +54,8 @@ def test_no_mutating_call_starts_after_the_signal_even_one_waiting_for_its_limit
     started = read(tmp_path / "out" / "c" / "results.parquet").height
     assert started == summary["items_succeeded"] >= 4
     assert summary["items_pending"] == 40 - started
+    # The runs of this host that share its quotas know at once that it spends them no more
+    assert list((tmp_path / "cache" / "connect-bulk" / "runs").iterdir()) == []
 
 
 def test_no_look_up_starts_after_the_signal_even_one_made_ahead(
