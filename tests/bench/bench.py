@@ -747,6 +747,9 @@ def main() -> None:
     # the end (a full bench makes a thousand of them).
     with tempfile.TemporaryDirectory(prefix="connect-bulk-bench-") as scratch:
         tempfile.tempdir = scratch
+        # Nor anything in the user's cache: a run given no --state-dir (the resume, killed
+        # once it calls) keeps its learned rates and its file of runs/ there.
+        ENV["XDG_CACHE_HOME"] = scratch
         try:
             measure_all(args)
         finally:
