@@ -247,7 +247,7 @@ class Caller:
         (a small file written, once per quota), not a beat later, after its first burst."""
         if self._peers is not None:
             with contextlib.suppress(OSError):  # said by the next ``share_quotas``
-                self._peers.beat(self._spending())
+                self._peers.say(self._spending())
 
     async def share_quotas(self) -> list[tuple[tuple[str, str, str], int, float]]:
         """Count the runs of this host that spend each quota this run spends, and share each

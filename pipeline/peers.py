@@ -43,16 +43,13 @@ class Peers:
         self.endpoint = endpoint or "aws"
         name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.path = self.folder / f"{name}.json"
-        self._said = False
 
     def _name(self, key: Key) -> str:
         return " ".join((self.endpoint, *key))
 
     def beat(self, spending: Mapping[Key, float]) -> dict[Key, tuple[int, float]]:
-        """Say which quotas this run spends now, at what rate each; for each, how many runs
-        spend it, this one among them, and the others' rates added up (raises ``OSError`` when
-        this run's file cannot be written)."""
-        self._say({self._name(key): round(rate, 4) for key, rate in spending.items()})
+        """``say``, then ``count`` the runs of each quota this run spends."""
+        self.say(spending)
         return self.count(spending)
 
     def count(self, keys: Iterable[Key]) -> dict[Key, tuple[int, float]]:
@@ -61,7 +58,11 @@ class Peers:
         mine = {self._name(key): key for key in keys}
         runs = dict.fromkeys(mine.values(), (1, 0.0))
         now = time.time()
-        for path in self.folder.glob("*.json"):
+        try:
+            paths = list(self.folder.glob("*.json"))
+        except OSError:
+            return runs  # a folder that cannot be read: no other run known
+        for path in paths:
             if path == self.path:
                 continue
             try:
@@ -79,16 +80,15 @@ class Peers:
                     runs[mine[name]] = (count + 1, others + rate)
         return runs
 
-    def _say(self, quotas: dict[str, float]) -> None:
+    def say(self, spending: Mapping[Key, float]) -> None:
+        """Say which quotas this run spends now, at what rate each (raises ``OSError``)."""
+        quotas = {self._name(key): round(rate, 4) for key, rate in spending.items()}
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # No fsync: a file that a crash loses is a run that is gone, which it is.
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"quotas": quotas, "pid": os.getpid()}))
         os.replace(temporary, self.path)
-        self._said = True
 
     def leave(self) -> None:
         """This run spends nothing any more: the others take its shares at once."""
-        if self._said:
-            self.path.unlink(missing_ok=True)
-            self._said = False
+        self.path.unlink(missing_ok=True)

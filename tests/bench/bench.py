@@ -375,6 +375,10 @@ def settings(sandbox: Sandbox, world: list[tuple[str, list[str]]], path: Path,
             lambda: run_neighbours(sandbox, world, *told),
         f"two runs of one host sharing the quota, each `--rate {rate:g} --burst {burst:g}`":
             lambda: run_neighbours(sandbox, world, *told, one_host=True),
+        f"two runs sharing the quota, each `--rate {5 * rate:g}` (5x over)":
+            lambda: run_neighbours(sandbox, world, *over),
+        f"two runs of one host sharing the quota, each `--rate {5 * rate:g}` (5x over)":
+            lambda: run_neighbours(sandbox, world, *over, one_host=True),
     }
 
 
