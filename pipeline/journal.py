@@ -340,7 +340,7 @@ class Journal:
 
     def _write_part(self, name: str, frame: pl.DataFrame) -> None:
         with atomic_write(self.rundir.parts / name) as tmp:
-            frame.write_parquet(tmp, **parts.PARQUET)
+            frame.write_parquet(tmp, **parts.INTERNAL)
 
     async def run(
         self,

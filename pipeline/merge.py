@@ -19,7 +19,7 @@ from . import __version__
 from .errors import DamagedRun, UsageError
 from .job import load_job_class
 from .journal import FAILURE_SCHEMA, result_schema
-from .parts import PARQUET
+from .parts import INTERNAL, PARQUET
 from .record import ensure_valid
 from .rundir import RunDir, atomic_write, iso, utc_now, write_json
 
@@ -76,12 +76,13 @@ def merge(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     created = not out.exists()
     try:
         merged.parts.mkdir(parents=True, exist_ok=True)
-        for frame, path in ((items, merged.items),
-                            (results, merged.parts / "results-000001.parquet"),
-                            (failures, merged.parts / "failures-000001.parquet"),
-                            (results, merged.results), (failures, merged.failures)):
+        for frame, path, how in ((items, merged.items, INTERNAL),
+                                 (results, merged.parts / "results-000001.parquet", INTERNAL),
+                                 (failures, merged.parts / "failures-000001.parquet", INTERNAL),
+                                 (results, merged.results, PARQUET),
+                                 (failures, merged.failures, PARQUET)):
             with atomic_write(path) as tmp:
-                frame.write_parquet(tmp, **PARQUET)
+                frame.write_parquet(tmp, **how)
         shutil.copyfile(shards[0][0].rejects, merged.rejects)
         calls = _calls([s[2].get("calls", {}) for s in shards])
         write_json(merged.checkpoint, {"parts": ["results-000001.parquet",

@@ -19,6 +19,10 @@ KEY = ["instance_id", "item_key"]
 #: how every Parquet file of a run is written: zstd at level 1 takes half the CPU of the
 #: default level, for files no larger
 PARQUET: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
+#: how the run's own files are written (the parts, ``items.parquet``): without the min/max
+#: statistics of each column, which only a filtered scan reads (the run reads them whole), and
+#: which took a quarter of a part's CPU (240,000 rows: 124 ms of CPU against 167)
+INTERNAL: dict[str, Any] = PARQUET | {"statistics": False}
 _PART = re.compile(r"^(results|failures)-(\d{6})\.parquet$")
 TIMESTAMP = pl.Datetime("us", "UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

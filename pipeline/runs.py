@@ -24,7 +24,7 @@ from .execution import execute
 from .inputs import sha256_of
 from .job import Job, load_job_class
 from .journal import Journal
-from .parts import PARQUET
+from .parts import INTERNAL, PARQUET
 from .plan import estimate, prepare
 from .record import Mode, RunOptions, check_options, differences, ensure_valid
 from .rundir import RunDir, atomic_write, iso, utc_now, write_json
@@ -206,7 +206,7 @@ def _create(rundir: RunDir, job: Job, input_path: Path, job_options: dict[str, A
     try:
         rundir.create()
         with atomic_write(rundir.items) as tmp:
-            items.write_parquet(tmp, **PARQUET)
+            items.write_parquet(tmp, **INTERNAL)
         with atomic_write(rundir.rejects) as tmp:
             prepared.rejects.write_parquet(tmp, **PARQUET)
         run = {

@@ -44,6 +44,7 @@ ENV = {k: v for k, v in os.environ.items()
 }
 PY = sys.executable
 BURST_S = 2.5  # the sandbox quotas' burst, in seconds of their rate
+ROUNDS = 5  # of the overhead rows
 CLI = [PY, "-m", "connect_bulk.pipeline"]
 
 
@@ -468,8 +469,10 @@ def run_neighbours(sandbox: Sandbox, world: list[tuple[str, list[str]]],
 
 def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, float]:
     """No quota, no latency: the engine against a bare aiobotocore loop making the same calls
-    (the instances' look-ups, then the numbers') at the same concurrency (medians of 3,
-    alternated), each in a process of its own; a call is any of them. CPU a call is
+    (the instances' look-ups, then the numbers') at the same concurrency, each in a process
+    of its own; a call is any of them. ``ROUNDS`` rounds each run every variant at both sizes,
+    and a figure is the median of the rounds' (a ratio, of the ratios within each round). CPU
+    a call is
     measured twice: while calling (the process's CPU from its first call to its last, over the
     calls: the per-call path, start-up and the final files left out, as the bare loop's are),
     and over the whole run (the CPU of a run of 4x the calls less that of the run, over the
@@ -503,30 +506,40 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
                                                           state_dir=warm, watch=watch),
             }
 
-        rates: dict[str, list[float]] = {}
-        calling: dict[str, list[float]] = {}
-        calling_main: dict[str, list[float]] = {}
-        cpu: dict[str, dict[str, list[float]]] = {"small": {}, "large": {}}
-        for _ in range(3):
-            for size in ("small", "large"):
-                target = n if size == "small" else 4 * n
-                for name, run in runs(size).items():
-                    figures = measure_watched(sandbox, target, run, (OP, *LOOK_UPS))
-                    if size == "small":
-                        rates.setdefault(name, []).append(figures["rate"])
-                    calling.setdefault(name, []).append(figures["cpu_calling_s"] / target)
-                    calling_main.setdefault(name, []).append(
-                        figures["cpu_calling_main_s"] / target)
-                    cpu[size].setdefault(name, []).append(figures["result"]["cpu_s"])
-        per_call = {name: (statistics.median(cpu["large"][name])
-                           - statistics.median(cpu["small"][name])) / (3 * n)
-                    for name in rates}
-        while_calling = {name: statistics.median(values) for name, values in calling.items()}
-        # What the other threads took: the engine's file writes (the log's fsyncs, the parts),
-        # and Polars' own threads encoding them.
-        elsewhere = {name: while_calling[name] - statistics.median(values)
-                     for name, values in calling_main.items()}
-        bare = statistics.median(rates["bare"])
+        # Five rounds, each runs every variant at both sizes; a ratio is taken within a round
+        # (against the bare loop's runs of that round) and the median of the five is given.
+        # The machine's speed drifts by half from one minute to the next (a run's CPU a call
+        # went from 1.2 to 2.2 ms within one such series): runs far apart in time are not
+        # compared.
+        rounds = [{size: {name: measure_watched(sandbox, n if size == "small" else 4 * n, run,
+                                                (OP, *LOOK_UPS))
+                          for name, run in runs(size).items()}
+                   for size in ("small", "large")} for _ in range(ROUNDS)]
+
+        Round = dict[str, dict[str, Any]]
+
+        def rate(one: Round, name: str) -> float:
+            return float(one["small"][name]["rate"])
+
+        def calling(one: Round, name: str) -> float:
+            return float(one["large"][name]["cpu_calling_s"]) / (4 * n)
+
+        def off_loop(one: Round, name: str) -> float:
+            """What the other threads took while calling: the engine's file writes (the
+            log's fsyncs, the parts), and Polars' own threads encoding them."""
+            return calling(one, name) - one["large"][name]["cpu_calling_main_s"] / (4 * n)
+
+        def whole(one: Round, name: str) -> float:
+            """CPU a call of the calls the large run makes beyond the small one."""
+            return (one["large"][name]["result"]["cpu_s"]
+                    - one["small"][name]["result"]["cpu_s"]) / (3 * n)
+
+        def median(of: Callable[[Round, str], float], name: str) -> float:
+            return statistics.median(of(one, name) for one in rounds)
+
+        def to_bare(of: Callable[[Round, str], float], name: str) -> float:
+            return statistics.median(of(one, name) / of(one, "bare") for one in rounds)
+
         labels = {
             "bare": f"bare aiobotocore, {concurrency} workers",
             "caller": f"the same loop through connect-bulk's Caller, {concurrency} workers "
@@ -538,14 +551,13 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
                        "last run held",
         }
         for name, label in labels.items():
-            rate = statistics.median(rates[name])
-            rows.append([label, f"{rate:.1f}", f"{rate / bare:.3f}", "", str(n),
-                         f"CPU a call: {while_calling[name] * 1000:.2f} ms while calling "
-                         f"({while_calling[name] / while_calling['bare']:.2f}x; "
-                         f"{elsewhere[name] * 1000:.2f} ms of it off the event loop's "
-                         f"thread), {per_call[name] * 1000:.2f} ms over the whole run "
-                         f"({per_call[name] / per_call['bare']:.2f}x)"])
-        return {"bare": bare, "engine": statistics.median(rates["fixed"])}
+            rows.append([
+                label, f"{median(rate, name):.1f}", f"{to_bare(rate, name):.3f}", "", str(n),
+                f"CPU a call: {median(calling, name) * 1000:.2f} ms while calling "
+                f"({to_bare(calling, name):.2f}x; {median(off_loop, name) * 1000:.2f} ms of it "
+                f"off the event loop's thread), {median(whole, name) * 1000:.2f} ms over the "
+                f"whole run ({to_bare(whole, name):.2f}x)"])
+        return {"bare": median(rate, "bare"), "engine": median(rate, "fixed")}
     finally:
         sandbox.stop()
 
