@@ -22,7 +22,7 @@ from .classify import classify
 from .crashpoints import crashpoint
 from .errors import Abandoned, CallError, ConnectionFailed, Throttled, UsageError, unreachable
 from .job import answer_slot_to_take
-from .learned import LearnedRates
+from .learned import Key, LearnedRates
 from .limits import AdaptiveRate, Backoff
 from .peers import Peers
 from .redact import remember
@@ -70,23 +70,29 @@ def _method(operation: str) -> str:
     return str(xform_name(operation))
 
 
+def _jobs_quota(key: Key) -> bool:
+    """Whether a limiter's quota is one the jobs spend: not that of the caller's own STS calls
+    (its account, the roles it assumes: once a run each), neither shared nor learned."""
+    return key[1] != "caller"
+
+
 class Caller:
     """Rate-limited, retried, counted AWS calls. Use as an async context manager."""
 
     def __init__(self, settings: AwsSettings, *, backoff: Backoff | None = None,
                  stats: dict[str, OperationStats] | None = None,
                  on_retry: Callable[[str, CallError, float], None] | None = None,
-                 on_learned: Callable[[tuple[str, str, str], float], None] | None = None,
+                 on_learned: Callable[[Key, float], None] | None = None,
                  ) -> None:
         self.settings = settings
         self.backoff = backoff or Backoff()
         self.stats: dict[str, OperationStats] = defaultdict(OperationStats, stats or {})
-        self._limiters: dict[tuple[str, str, str], AdaptiveRate] = {}
+        self._limiters: dict[Key, AdaptiveRate] = {}
         self._learned = LearnedRates(settings.state_dir, settings.endpoint_url)
         #: the runs of this host that spend the same quotas (``share_quotas``)
         self._peers = Peers(settings.state_dir, settings.endpoint_url) \
             if settings.adaptive else None
-        self._runs_told: dict[tuple[str, str, str], int] = {}  # what ``share_quotas`` said
+        self._runs_told: dict[Key, int] = {}  # what ``share_quotas`` said
         # fast_acquire: a free slot is taken without a trip through the event loop (the
         # stop is looked at right after, in ``_wait_turn``).
         self._slots = anyio.Semaphore(settings.concurrency, fast_acquire=True)
@@ -229,15 +235,15 @@ class Caller:
                 self.on_learned(key, limiter.rate)
         return self._limiters[key]
 
-    def _spending(self) -> dict[tuple[str, str, str], float]:
+    def _spending(self) -> dict[Key, float]:
         """The quotas this run spent lately (the caller's own look-up aside), at what rate."""
         return {key: limiter.rate for key, limiter in self._limiters.items()
-                if key[1] != "caller" and limiter.answered_within(Peers.LIVE_S)}
+                if _jobs_quota(key) and limiter.answered_within(Peers.LIVE_S)}
 
-    def _runs_spending(self, key: tuple[str, str, str]) -> dict[str, Any]:
+    def _runs_spending(self, key: Key) -> dict[str, Any]:
         """How many runs of this host spend the quota of ``key``, this one among them, and
         the others' rates, as its limiter starts (a folder read, once per quota)."""
-        if self._peers is None or key[1] == "caller":
+        if self._peers is None or not _jobs_quota(key):
             return {}
         runs, others = self._peers.count([key])[key]
         return {"runs": runs, "others": others}
@@ -249,7 +255,7 @@ class Caller:
             with contextlib.suppress(OSError):  # said by the next ``share_quotas``
                 self._peers.say(self._spending())
 
-    async def share_quotas(self) -> list[tuple[tuple[str, str, str], int, float]]:
+    async def share_quotas(self) -> list[tuple[Key, int, float]]:
         """Count the runs of this host that spend each quota this run spends, and share each
         evenly with them: (quota, runs, this run's rate) for each whose runs changed. Raises
         ``OSError`` once when the state directory cannot be written, and shares nothing more."""
@@ -272,7 +278,7 @@ class Caller:
     def keep_learned(self) -> None:
         """Keep what the limiters learned for the next run (raises ``OSError``)."""
         learned = {key: value for key, limiter in self._limiters.items()
-                   if key[1] != "caller" and (value := limiter.learned()) is not None}
+                   if _jobs_quota(key) and (value := limiter.learned()) is not None}
         self._learned.save(learned)
 
     async def account(self, region: str) -> str:
