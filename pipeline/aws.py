@@ -230,7 +230,8 @@ class Caller:
                 self.settings.rate, self.settings.burst, adaptive=self.settings.adaptive,
                 learned=learned, **self._runs_spending(key),
             )
-            self._say_spending()
+            if _jobs_quota(key):
+                self._say_spending()
             if learned is not None and self.on_learned is not None:
                 self.on_learned(key, limiter.rate)
         return self._limiters[key]
@@ -254,6 +255,12 @@ class Caller:
         if self._peers is not None:
             with contextlib.suppress(OSError):  # said by the next ``share_quotas``
                 self._peers.say(self._spending())
+
+    @property
+    def shares_quotas(self) -> bool:
+        """Whether this run shares its quotas with the runs of its host (adaptive, and the
+        state directory could be written so far)."""
+        return self._peers is not None
 
     async def share_quotas(self) -> list[tuple[Key, int, float]]:
         """Count the runs of this host that spend each quota this run spends, and share each

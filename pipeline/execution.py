@@ -303,7 +303,7 @@ async def _report_every(report: Report, caller: Caller, events: EventLog, phases
 async def _share_every(caller: Caller, events: EventLog) -> None:
     """Share each quota with the runs of this host that spend it too (``peers``), and say so
     each time their number changes."""
-    while True:
+    while caller.shares_quotas:
         await anyio.sleep(Peers.BEAT_S)
         try:
             changed = await caller.share_quotas()

@@ -506,8 +506,8 @@ def overhead(calls: int, concurrency: int, rows: list[list[str]]) -> dict[str, f
                                                           state_dir=warm, watch=watch),
             }
 
-        # Five rounds, each runs every variant at both sizes; a ratio is taken within a round
-        # (against the bare loop's runs of that round) and the median of the five is given.
+        # ``ROUNDS`` rounds, each runs every variant at both sizes; a ratio is taken within a
+        # round (against the bare loop's runs of that round), and the median is given.
         # The machine's speed drifts by half from one minute to the next (a run's CPU a call
         # went from 1.2 to 2.2 ms within one such series): runs far apart in time are not
         # compared.

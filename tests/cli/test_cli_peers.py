@@ -84,3 +84,13 @@ def test_runs_with_state_dirs_of_their_own_do_not_know_of_each_other(
     """Runs of other hosts (here: other state directories) are found by throttles only."""
     first, second = _side_by_side(sandbox, tmp_path, 2, (tmp_path / "a", tmp_path / "b"), seed=7)
     assert _shared(first) == _shared(second) == []
+
+
+def test_a_run_with_a_fixed_rate_shares_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    """``--no-adaptive`` holds ``--rate`` whatever others spend: it names no quota to them."""
+    path = seeded_input(sandbox, tmp_path / "in.csv", instances=1, per_instance=200, seed=9)
+    state = tmp_path / "state"
+    run = run_cli(*_args(sandbox, path, tmp_path / "out", "fixed", state), "--no-adaptive")
+    assert run.returncode == 0, run.stderr
+    assert _shared(run.stderr) == []
+    assert not (state / "runs").exists()
